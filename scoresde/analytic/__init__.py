@@ -1,0 +1,6 @@
+"""Exact ground truth: Gaussian mixtures whose p_t and score are closed-form under any LinearSDE."""
+
+from .gmm import GaussianMixture
+from .presets import random_mixture, ring_mixture
+
+__all__ = ["GaussianMixture", "ring_mixture", "random_mixture"]
