@@ -186,12 +186,13 @@ class LinearSDE(SDE):
         # Quadrature points q[c, j] inside cell c, and sub-points for int_{left_c}^{q} f.
         q = left[:, None] + 0.5 * width[:, None] * (1 + x_gl)[None, :]
         sub = left[:, None, None] + 0.5 * (q - left[:, None])[..., None] * (1 + x_gl)
-        f_q = self._coef(self._f_fn, q, "f")
-        f_sub = self._coef(self._f_fn, sub, "f")
-        g_q = self._coef(self._g_fn, q, "g")
-        if not (torch.isfinite(f_q).all() and torch.isfinite(g_q).all()):
-            raise ValueError("f and g must be finite on [0, T]; got a non-finite value")
-        if (g_q < 0).any():
+        f_q, f_sub = self._coef(self._f_fn, q, "f"), self._coef(self._f_fn, sub, "f")
+        f_nodes = self._coef(self._f_fn, t_nodes, "f")
+        g_q, g_nodes = self._coef(self._g_fn, q, "g"), self._coef(self._g_fn, t_nodes, "g")
+        for name, values in (("f", f_q), ("f", f_sub), ("f", f_nodes), ("g", g_q), ("g", g_nodes)):
+            if not bool(torch.isfinite(values).all()):
+                raise ValueError(f"f and g must be finite on [0, T]; {name}(t) is not")
+        if bool((g_q < 0).any()) or bool((g_nodes < 0).any()):
             raise ValueError("g must be non-negative on [0, T]")
         # Per-cell integrals: int f over the cell, and int_{left}^{q} f for each q.
         cell_F = 0.5 * width * (f_q * w_gl).sum(1)
@@ -207,8 +208,7 @@ class LinearSDE(SDE):
             var[c + 1] = var[c] * decay_np[c] + noise_np[c]
         var_nodes = torch.from_numpy(var)
         log_alpha = torch.cat([torch.zeros(1, dtype=torch.float64), torch.cumsum(cell_F, 0)])
-        f_nodes = self._coef(self._f_fn, t_nodes, "f")
-        dvar_nodes = 2 * f_nodes * var_nodes + self._coef(self._g_fn, t_nodes, "g").square()
+        dvar_nodes = 2 * f_nodes * var_nodes + g_nodes.square()
         self._n = n
         neg_log_snr = 0.5 * torch.log(var_nodes) - log_alpha  # -inf at t = 0 when sigma0 = 0
         self._node_cache = {

@@ -62,12 +62,11 @@ class VESDE(LinearSDE):
         return (-lam - math.log(self.sigma_min)) / self._log_ratio
 
     def discretize(self, x: Tensor, t: Tensor, dt: float | Tensor) -> tuple[Tensor, Tensor]:
-        r"""The SMLD chain: :math:`x_t = x_{t-dt} + \sqrt{\sigma(t)^2 - \sigma(t-dt)^2}\,z`, with
-        :math:`\sigma = 0` before the first level (Song et al. 2021, App. B)."""
+        r"""The SMLD chain: :math:`x_t = x_{t-dt} + \sqrt{\sigma(t)^2 - \sigma(t-dt)^2}\,z`
+        (Song et al. 2021, App. B), exact for this SDE's marginals on the grid."""
         t = self.time(t, like=x)
-        prev = t - dt
-        prev_var = torch.where(prev > 0, self.sigma(prev.clamp_min(0)).square(), 0.0)
-        G = torch.sqrt(self.sigma(t).square() - prev_var)
+        prev = (t - dt).clamp_min(0)
+        G = torch.sqrt(self.sigma(t).square() - self.sigma(prev).square())
         return torch.zeros_like(x), expand_to(G, x)
 
     def __repr__(self) -> str:
