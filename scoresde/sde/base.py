@@ -123,7 +123,7 @@ class SDE(abc.ABC):
         VP and VE override it with the DDPM and SMLD chains.
         """
         t = self.time(t, like=x)
-        return self.drift(x, t) * dt, self.diffusion(x, t) * math.sqrt(float(dt))
+        return self.drift(x, t) * dt, self.diffusion(x, t) * dt**0.5  # dt may be a tensor: no sync
 
     def reverse(self, score_fn: ScoreFn, probability_flow: bool = False) -> ReverseSDE:
         """The reverse-time SDE (or, with ``probability_flow=True``, the PF-ODE) for ``score_fn``."""
