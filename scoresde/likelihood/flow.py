@@ -1,0 +1,340 @@
+r"""The probability-flow ODE as a torchdiffeq system, and the PF-ODE maps ``encode`` / ``decode``.
+
+For a forward SDE :math:`dx = f(x,t)\,dt + g(t)\,dW` whose diffusion depends on ``t`` only,
+the probability-flow ODE (Song et al. 2021, eq. 13) is
+
+.. math:: \frac{dx}{dt} = v(x, t) = f(x,t) - \tfrac12 g(t)^2 s_\theta(x,t).
+
+Started at the data at :math:`t = \varepsilon` and integrated up to :math:`T` it maps
+:math:`p_\varepsilon` onto :math:`p_T` (``encode``); integrated backwards it maps latents to data
+(``decode``). For the likelihood the state also carries
+:math:`\int_\varepsilon^t \nabla\!\cdot v(x_s, s)\,ds` (see :mod:`scoresde.likelihood.core`).
+
+The system evaluates ``score_fn`` once per call and never reads a tensor's value (no host
+synchronisation); it counts its calls in ``nfe`` and remembers, as device tensors, the latest
+time it was called at and the first time its output stopped being finite, so that a failed
+solve can say where it stopped.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torchdiffeq
+from torch import Tensor
+
+from ..sde import SDE, ScoreFn, call_score
+from ..sde._checks import check_float_tensor
+from .divergence import exact_divergence, hutchinson_divergence
+
+ADAPTIVE_METHODS = ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun")
+TRACE_TYPES = ("exact", "hutchinson")
+
+
+class ODESolveError(RuntimeError):
+    """The probability-flow solve failed: step budget exhausted, step size underflow or NaN."""
+
+
+class ProbabilityFlow:
+    r"""The right-hand side :math:`(t, x) \mapsto v(x, t)`, optionally with :math:`\nabla\!\cdot v`.
+
+    Args:
+        score_fn: ``score_fn(x, t)`` with ``t`` of shape ``(batch,)``.
+        sde: the forward SDE; its diffusion must not depend on ``x``.
+        trace: None (drift only), ``"exact"`` or ``"hutchinson"``.
+        probes: for Hutchinson, the fixed probes ``(n, batch, *S)`` used for the whole solve.
+        chunk_size: basis directions (exact) or probes (Hutchinson) per vmap chunk.
+    """
+
+    def __init__(
+        self,
+        score_fn: ScoreFn,
+        sde: SDE,
+        *,
+        trace: str | None = None,
+        probes: Tensor | None = None,
+        chunk_size: int | None = None,
+    ):
+        self.score_fn = score_fn
+        self.sde = sde
+        self.trace = trace
+        self.probes = probes
+        self.chunk_size = chunk_size
+        self.t_lo, self.t_hi = 0.0, float(sde.T)
+        self.nfe = 0
+        self.t_last: Tensor | None = None
+        self.t_bad: Tensor | None = None  # first time the output went non-finite (inf if never)
+
+    def field(self, x: Tensor, t: Tensor):
+        """The PF drift as a function of ``x`` alone, at fixed time ``t`` (shape ``(batch,)``)."""
+        # g depends on t only, so g^2 is a constant of the field (computed outside any transform)
+        g2 = torch.broadcast_to(self.sde.diffusion(x, t), x.shape).square()
+        sde, score_fn = self.sde, self.score_fn
+
+        def v(y: Tensor) -> Tensor:
+            return sde.drift(y, t) - 0.5 * g2 * call_score(score_fn, y, t)
+
+        return v
+
+    def _record(self, t: Tensor, *outs: Tensor) -> None:
+        # Bookkeeping with device tensors only: no host synchronisation inside the solve.
+        self.nfe += 1
+        self.t_last = t
+        finite = torch.stack([torch.isfinite(o).all() for o in outs]).all()
+        if self.t_bad is None:
+            self.t_bad = torch.full_like(t, math.inf)
+        self.t_bad = torch.where(finite | torch.isfinite(self.t_bad), self.t_bad, t)
+
+    def __call__(self, t: Tensor, state):
+        x = state if self.trace is None else state[0]
+        # clamp: torchdiffeq's initial step-size probe may look beyond the interval's end
+        tb = t.to(x.dtype).clamp(self.t_lo, self.t_hi).expand(x.shape[0]).contiguous()
+        v = self.field(x, tb)
+        if self.trace is None:
+            out = v(x)
+            self._record(t, out)
+            return out
+        if self.trace == "exact":
+            out, div = exact_divergence(v, x, self.chunk_size)
+        else:
+            out, div = hutchinson_divergence(v, x, self.probes, self.chunk_size)
+        self._record(t, out, div)
+        return out, div
+
+
+# ---- argument checks shared by log_likelihood, encode and decode --------------------------------
+def check_data(name: str, x: Tensor) -> Tensor:
+    check_float_tensor(name, x)
+    if x.dim() < 2 or x.shape[0] < 1:
+        raise ValueError(
+            f"{name} must have shape (batch, *dims) with batch >= 1, got {tuple(x.shape)}"
+        )
+    # One upfront check (a single host read), never inside the solve.
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError(f"{name} must be finite, got a tensor containing NaN or inf")
+    return x
+
+
+def check_sde(sde: SDE) -> SDE:
+    if not isinstance(sde, SDE):
+        raise ValueError(f"sde must be a scoresde.SDE, got {type(sde).__name__}")
+    if sde.state_dependent_diffusion:
+        raise ValueError(
+            f"sde must have a diffusion that depends on t only; {type(sde).__name__} sets "
+            "state_dependent_diffusion=True, which the PF-ODE likelihood does not support"
+        )
+    return sde
+
+
+def check_tolerance(name: str, value) -> float:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a positive number, got {value!r}") from None
+    if not math.isfinite(v) or v <= 0:
+        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+    return v
+
+
+def check_positive_int(name: str, value, allow_none: bool = False):
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return value
+
+
+def check_method(method: str) -> str:
+    if method not in ADAPTIVE_METHODS:
+        raise ValueError(f"method must be one of the adaptive torchdiffeq methods {ADAPTIVE_METHODS}, got {method!r}")
+    return method
+
+
+def resolve_eps(sde: SDE, eps) -> float:
+    if eps is None:
+        return float(sde.eps)
+    try:
+        e = float(eps)
+    except (TypeError, ValueError):
+        raise ValueError(f"eps must be a number in [0, T={sde.T:g}), got {eps!r}") from None
+    if not (0 <= e < sde.T):
+        raise ValueError(f"eps must be a number in [0, T={sde.T:g}), got {eps!r}")
+    return e
+
+
+# ---- the solve --------------------------------------------------------------------------------------
+def solve(
+    system: ProbabilityFlow,
+    state,
+    t0: float,
+    t1: float,
+    *,
+    like: Tensor,
+    method: str,
+    rtol: float,
+    atol: float,
+    max_steps: int,
+    progress: bool = False,
+    desc: str = "PF-ODE",
+):
+    """Integrate ``system`` from ``t0`` to ``t1`` with torchdiffeq; return the state at ``t1``.
+
+    Failures come back as :class:`ODESolveError` naming the time the solver had reached.
+    """
+    times = torch.tensor([t0, t1], dtype=like.dtype, device=like.device)
+    system.t_lo, system.t_hi = min(t0, t1), max(t0, t1)
+    func = _Guarded(system, like.shape)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=abs(t1 - t0), desc=desc, unit="t", leave=False)
+        last = [t0]
+
+        def func(t, y):  # reads t on the host: the progress bar's price, off by default
+            now = float(t)
+            if abs(now - t0) > abs(last[0] - t0):
+                bar.update(abs(now - last[0]))
+                last[0] = now
+            return guarded(t, y)
+
+        guarded = _Guarded(system, like.shape)
+
+    try:
+        sol = torchdiffeq.odeint(
+            func, state, times, rtol=rtol, atol=atol, method=method,
+            # step_t: land a step exactly on t1 rather than stepping past it and interpolating,
+            # so the score is never evaluated outside [eps, T]
+            options={"max_num_steps": max_steps, "step_t": times[1:]},
+        )
+    except AssertionError as err:  # torchdiffeq signals its failures by assert
+        msg = str(err)
+        reached = _reached(system)
+        if "max_num_steps" in msg:
+            raise ODESolveError(
+                f"the PF-ODE solve exceeded max_steps={max_steps} steps on [{t0:g}, {t1:g}] "
+                f"(reached t={reached}); increase max_steps or loosen rtol/atol"
+            ) from None
+        bad = _bad_time(system)
+        if bad is not None:
+            raise ODESolveError(
+                f"the PF-ODE drift became non-finite (NaN or inf) at t={bad:.6g} on [{t0:g}, {t1:g}]"
+            ) from None
+        raise ODESolveError(f"the PF-ODE solve failed at t={reached} on [{t0:g}, {t1:g}]: {msg}") from None
+    finally:
+        if bar is not None:
+            bar.close()
+    final = tuple(s[-1] for s in sol) if isinstance(sol, tuple) else sol[-1]
+    outs = final if isinstance(final, tuple) else (final,)
+    if not all(bool(torch.isfinite(o).all()) for o in outs):
+        bad = _bad_time(system)
+        where = f"at t={bad:.6g}" if bad is not None else f"by t={t1:g}"
+        raise ODESolveError(f"the PF-ODE solution became non-finite (NaN or inf) {where}")
+    return final
+
+
+def _reached(system: ProbabilityFlow) -> str:
+    return "unknown" if system.t_last is None else f"{float(system.t_last):.6g}"
+
+
+def _bad_time(system: ProbabilityFlow) -> float | None:
+    if system.t_bad is None:
+        return None
+    bad = float(system.t_bad)
+    return bad if math.isfinite(bad) else None
+
+
+# ---- encode / decode -----------------------------------------------------------------------------
+def _pf_map(score_fn, sde, x, *, forward, name, method, rtol, atol, eps, max_steps, progress):
+    sde = check_sde(sde)
+    if not callable(score_fn):
+        raise ValueError(f"score_fn must be callable, got {type(score_fn).__name__}")
+    check_data(name, x)
+    rtol, atol = check_tolerance("rtol", rtol), check_tolerance("atol", atol)
+    max_steps = check_positive_int("max_steps", max_steps)
+    check_method(method)
+    eps = resolve_eps(sde, eps)
+    system = ProbabilityFlow(score_fn, sde)
+    t0, t1 = (eps, sde.T) if forward else (sde.T, eps)
+    with torch.no_grad():
+        return solve(
+            system, x, t0, t1, like=x, method=method, rtol=rtol, atol=atol,
+            max_steps=max_steps, progress=progress, desc="encode" if forward else "decode",
+        )
+
+
+class _Guarded:
+    """Calls the system, wrapping a score_fn failure on the first call into a ValueError."""
+
+    def __init__(self, system: ProbabilityFlow, x_shape):
+        self.system = system
+        self.x_shape = tuple(x_shape)
+
+    def __getattr__(self, name):
+        return getattr(self.system, name)
+
+    def __call__(self, t, state):
+        if self.system.nfe > 0:
+            return self.system(t, state)
+        try:
+            return self.system(t, state)
+        except (RuntimeError, ValueError, TypeError, IndexError) as err:
+            raise ValueError(
+                f"score_fn rejected x of shape {self.x_shape} (called as score_fn(x, t) with t of "
+                f"shape ({self.x_shape[0]},)): {err}"
+            ) from err
+
+
+def encode(
+    score_fn: ScoreFn,
+    sde: SDE,
+    x: Tensor,
+    *,
+    method: str = "dopri5",
+    rtol: float = 1e-5,
+    atol: float = 1e-5,
+    eps: float | None = None,
+    max_steps: int = 10_000,
+    progress: bool = False,
+) -> Tensor:
+    r"""Map data ``x`` (at time ``eps``, default ``sde.eps``) to the latent :math:`z = x_T` by the PF-ODE.
+
+    Deterministic and invertible up to the solver tolerance: ``decode(encode(x)) ~ x``.
+    Returns a tensor of ``x``'s shape.
+    """
+    return _pf_map(
+        score_fn, sde, x, forward=True, name="x", method=method, rtol=rtol, atol=atol,
+        eps=eps, max_steps=max_steps, progress=progress,
+    )
+
+
+def decode(
+    score_fn: ScoreFn,
+    sde: SDE,
+    z: Tensor,
+    *,
+    method: str = "dopri5",
+    rtol: float = 1e-5,
+    atol: float = 1e-5,
+    eps: float | None = None,
+    max_steps: int = 10_000,
+    progress: bool = False,
+) -> Tensor:
+    r"""Map latents ``z`` at time ``T`` back to data at time ``eps`` by the PF-ODE (inverse of :func:`encode`).
+
+    With ``z`` drawn from the prior this is the deterministic ODE sampler.
+    """
+    return _pf_map(
+        score_fn, sde, z, forward=False, name="z", method=method, rtol=rtol, atol=atol,
+        eps=eps, max_steps=max_steps, progress=progress,
+    )
+
+
+__all__ = [
+    "ProbabilityFlow",
+    "ODESolveError",
+    "encode",
+    "decode",
+    "TRACE_TYPES",
+]
