@@ -184,22 +184,21 @@ def solve(
     """
     times = torch.tensor([t0, t1], dtype=like.dtype, device=like.device)
     system.t_lo, system.t_hi = min(t0, t1), max(t0, t1)
-    func = _Guarded(system, like.shape)
-    bar = None
+    guarded = _Guarded(system, like.shape)
+    func, bar = guarded, None
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=abs(t1 - t0), desc=desc, unit="t", leave=False)
-        last = [t0]
+        bar = tqdm(total=abs(t1 - t0), desc=desc, leave=False,
+                   bar_format="{desc}: {percentage:3.0f}%|{bar}| t-span {n:.3g}/{total:.3g} [{elapsed}]")
+        done = [0.0]
 
         def func(t, y):  # reads t on the host: the progress bar's price, off by default
-            now = float(t)
-            if abs(now - t0) > abs(last[0] - t0):
-                bar.update(abs(now - last[0]))
-                last[0] = now
+            ahead = abs(float(t) - t0)
+            if ahead > done[0]:
+                bar.update(ahead - done[0])
+                done[0] = ahead
             return guarded(t, y)
-
-        guarded = _Guarded(system, like.shape)
 
     try:
         sol = torchdiffeq.odeint(
@@ -270,9 +269,6 @@ class _Guarded:
     def __init__(self, system: ProbabilityFlow, x_shape):
         self.system = system
         self.x_shape = tuple(x_shape)
-
-    def __getattr__(self, name):
-        return getattr(self.system, name)
 
     def __call__(self, t, state):
         if self.system.nfe > 0:

@@ -169,3 +169,31 @@ def test_gaussian_prior_error_is_the_prior_mismatch(case):
     assert abs(mean_err - neg_kl) <= 3 * math.hypot(kl_se, err_se) + 1e-6, (mean_err, neg_kl)
     if case != "vp_default":
         assert neg_kl < -0.05  # these cases really test a visible mismatch
+
+
+def test_progress_bar_does_not_change_the_result():
+    sde, gmm = ss.VPSDE(), mixture(2)
+    x = data(gmm, sde, 8)
+    quiet = ss.log_likelihood(gmm.score_fn(sde), sde, x)
+    shown = ss.log_likelihood(gmm.score_fn(sde), sde, x, progress=True)
+    assert torch.equal(quiet.log_p, shown.log_p) and quiet.nfe == shown.nfe
+
+
+def test_network_score_exact_and_hutchinson_agree_and_leave_params_alone():
+    # An untrained MLP "score": any smooth field works for the trace identities.
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(4, 32), torch.nn.SiLU(), torch.nn.Linear(32, 3)).double()
+
+    def score(x, t):
+        return net(torch.cat([x, t[:, None]], dim=1))
+
+    sde = ss.VPSDE()
+    x = torch.randn(4, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    exact = ss.log_likelihood(score, sde, x)
+    many = ss.log_likelihood(score, sde, x.repeat(64, 1), trace="hutchinson", probes=4,
+                             generator=torch.Generator().manual_seed(2))
+    est = many.log_p.reshape(64, 4)
+    se = est.std(0) / 8
+    assert ((est.mean(0) - exact.log_p).abs() <= 4 * se + 1e-4).all()
+    assert all(p.grad is None for p in net.parameters())
+    assert not exact.log_p.requires_grad
