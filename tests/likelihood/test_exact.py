@@ -4,6 +4,8 @@ import math
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import scoresde as ss
 
@@ -79,6 +81,9 @@ def test_float32_close_to_exact():
     assert res.log_p.dtype == torch.float32 and res.z.dtype == torch.float32
     err = (res.log_p.double() - gmm.log_prob(x64, sde.eps, sde)).abs().mean().item()
     assert err <= 2e-3, err
+    hut = ss.log_likelihood(gmm32.score_fn(sde), sde, x64.float(), trace="hutchinson", probes=2,
+                            generator=torch.Generator().manual_seed(0))
+    assert hut.log_p.dtype == torch.float32 and torch.isfinite(hut.log_p).all()
 
 
 def test_image_shaped_data_match_flat():
@@ -197,3 +202,32 @@ def test_network_score_exact_and_hutchinson_agree_and_leave_params_alone():
     assert ((est.mean(0) - exact.log_p).abs() <= 4 * se + 1e-4).all()
     assert all(p.grad is None for p in net.parameters())
     assert not exact.log_p.requires_grad
+
+
+@pytest.mark.slow
+@settings(max_examples=8, deadline=None)
+@given(
+    dim=st.integers(1, 3),
+    n_components=st.integers(1, 3),
+    seed=st.integers(0, 10_000),
+    kind=st.sampled_from(["vp", "ve", "subvp"]),
+    scale=st.floats(0.3, 3.0),
+)
+def test_random_mixtures_and_schedules_match_exact_density(dim, n_components, seed, kind, scale):
+    """Property: for any mixture and SDE parameters, exact score + exact prior => exact log p_eps."""
+    gen = torch.Generator().manual_seed(seed)
+    means = scale * torch.randn(n_components, dim, generator=gen, dtype=torch.float64)
+    stds = 0.2 + torch.rand(n_components, dim, generator=gen, dtype=torch.float64)
+    weights = 0.2 + torch.rand(n_components, generator=gen, dtype=torch.float64)
+    gmm = ss.analytic.GaussianMixture(means, stds, weights)
+    if kind == "vp":
+        sde = ss.VPSDE(beta_min=0.05 + scale / 10, beta_max=5 + 5 * scale)
+    elif kind == "subvp":
+        sde = ss.SubVPSDE(beta_min=0.1, beta_max=10 * scale)
+    else:
+        sde = ss.VESDE(sigma_min=0.005 * scale, sigma_max=10 * scale)
+    x = data(gmm, sde, 16, seed=seed)
+    res = ss.log_likelihood(gmm.score_fn(sde), sde, x, rtol=1e-6, atol=1e-6,
+                            prior_log_prob=gmm.prior_log_prob(sde))
+    err = (res.log_p - gmm.log_prob(x, sde.eps, sde)).abs().mean().item()
+    assert err <= 1e-4, err
