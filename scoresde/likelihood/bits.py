@@ -28,18 +28,8 @@ import torch
 from torch import Tensor
 
 from ..sde import SDE, ScoreFn
-from .core import log_likelihood, nats_to_bits_per_dim
+from .core import check_data_range, log_likelihood, nats_to_bits_per_dim
 from .flow import check_positive_int
-
-
-def _check_range(data_range) -> tuple[float, float]:
-    try:
-        lo, hi = (float(v) for v in data_range)
-    except (TypeError, ValueError):
-        raise ValueError(f"data_range must be a pair (lo, hi), got {data_range!r}") from None
-    if not (math.isfinite(lo) and math.isfinite(hi) and hi > lo):
-        raise ValueError(f"data_range must be (lo, hi) with finite lo < hi, got {data_range!r}")
-    return lo, hi
 
 
 def dequantize(
@@ -56,7 +46,7 @@ def dequantize(
     ``dtype`` defaults to ``u``'s dtype when floating, else torch's default dtype.
     """
     num_bins = check_positive_int("num_bins", num_bins)
-    lo, hi = _check_range(data_range)
+    lo, hi = check_data_range(data_range)
     if not isinstance(u, Tensor) or u.is_complex() or u.dtype == torch.bool:
         raise ValueError(f"u must be a real tensor of integer levels, got {type(u).__name__}")
     if dtype is None:

@@ -43,6 +43,17 @@ from .flow import (
 )
 
 
+def check_data_range(data_range) -> tuple[float, float]:
+    """``data_range`` as floats ``(lo, hi)`` with ``lo < hi``."""
+    try:
+        lo, hi = (float(v) for v in data_range)
+    except (TypeError, ValueError):
+        raise ValueError(f"data_range must be a pair (lo, hi), got {data_range!r}") from None
+    if not (math.isfinite(lo) and math.isfinite(hi) and hi > lo):
+        raise ValueError(f"data_range must be (lo, hi) with finite lo < hi, got {data_range!r}")
+    return lo, hi
+
+
 def nats_to_bits_per_dim(
     log_p: Tensor, dims: int, num_bins: int | None = None, data_range: tuple[float, float] = (-1.0, 1.0)
 ) -> Tensor:
@@ -66,9 +77,7 @@ def nats_to_bits_per_dim(
     else:
         if isinstance(num_bins, bool) or not isinstance(num_bins, int) or num_bins < 1:
             raise ValueError(f"num_bins must be a positive integer or None, got {num_bins!r}")
-        lo, hi = (float(v) for v in data_range)
-        if not (math.isfinite(lo) and math.isfinite(hi) and hi > lo):
-            raise ValueError(f"data_range must be (lo, hi) with lo < hi, got {data_range!r}")
+        lo, hi = check_data_range(data_range)
         log_width = math.log((hi - lo) / num_bins)
     return -(log_p + dims * log_width) / (dims * math.log(2))
 
