@@ -24,7 +24,7 @@ import torch
 import torchdiffeq
 from torch import Tensor
 
-from ..sde import SDE, ScoreFn, call_score
+from ..sde import SDE, VESDE, ScoreFn, call_score
 from ..sde._checks import check_float_tensor
 from .divergence import exact_divergence, hutchinson_divergence
 
@@ -163,6 +163,54 @@ def resolve_eps(sde: SDE, eps) -> float:
     return e
 
 
+# ---- the integration variable -------------------------------------------------------------------
+class _Clock:
+    r"""The variable :math:`u(t)` the solver steps in. Substituting :math:`t = \tau(u)` gives
+    :math:`dx/du = v(x, \tau(u))\,\tau'(u)` with the same solution and the same divergence
+    integral :math:`\int \nabla\cdot v\,dt = \int \nabla\cdot v\,\tau'(u)\,du`; only the step
+    sizes the adaptive solver picks change. The default is :math:`u = t`."""
+
+    scaled = False
+
+    def u(self, t: float) -> float:
+        return t
+
+    def t(self, u: Tensor) -> Tensor:
+        return u
+
+    def dt_du(self, u: Tensor) -> Tensor:
+        return torch.ones_like(u)
+
+
+class _SigmaClock(_Clock):
+    r"""VE: step in the noise level :math:`u = \sigma(t) = \sigma_{min} r^t`, :math:`r = \sigma_{max}/\sigma_{min}`.
+
+    The VE PF-ODE in :math:`\sigma` is :math:`dx/d\sigma = -\sigma\,s(x, \sigma)` (EDM's form),
+    whose solutions are close to straight lines where :math:`\sigma` dominates the data's scale;
+    dopri5 needs 15-20 % fewer evaluations than in :math:`t \propto \log\sigma` (benchmark).
+    (For VP the opposite holds, so VP keeps :math:`t`.)"""
+
+    scaled = True
+
+    def __init__(self, sde: VESDE):
+        self.sigma_min = float(sde.sigma_min)
+        self.log_ratio = math.log(float(sde.sigma_max) / self.sigma_min)
+
+    def u(self, t: float) -> float:
+        return self.sigma_min * math.exp(self.log_ratio * t)
+
+    def t(self, u: Tensor) -> Tensor:
+        return torch.log(u / self.sigma_min) / self.log_ratio
+
+    def dt_du(self, u: Tensor) -> Tensor:
+        return 1.0 / (u * self.log_ratio)
+
+
+def clock_for(sde: SDE) -> _Clock:
+    r"""The integration variable used for ``sde``: :math:`\sigma` for VE, :math:`t` otherwise."""
+    return _SigmaClock(sde) if isinstance(sde, VESDE) else _Clock()
+
+
 # ---- the solve --------------------------------------------------------------------------------------
 def solve(
     system: ProbabilityFlow,
@@ -180,12 +228,21 @@ def solve(
 ):
     """Integrate ``system`` from ``t0`` to ``t1`` with torchdiffeq; return the state at ``t1``.
 
+    The solver steps in the variable of :func:`clock_for` (``t`` itself except for VE).
     Failures come back as :class:`ODESolveError` naming the time the solver had reached.
     """
-    times = torch.tensor([t0, t1], dtype=like.dtype, device=like.device)
+    clock = clock_for(system.sde)
+    times = torch.tensor([clock.u(t0), clock.u(t1)], dtype=like.dtype, device=like.device)
     system.t_lo, system.t_hi = min(t0, t1), max(t0, t1)
     guarded = _Guarded(system, like.shape)
-    func, bar = guarded, None
+    if clock.scaled:
+        def in_u(u, y):
+            dt_du = clock.dt_du(u).to(like.dtype)
+            out = guarded(clock.t(u), y)
+            return tuple(o * dt_du for o in out) if isinstance(out, tuple) else out * dt_du
+    else:
+        in_u = guarded
+    func, bar = in_u, None
     if progress:
         from tqdm.auto import tqdm
 
@@ -193,12 +250,12 @@ def solve(
                    bar_format="{desc}: {percentage:3.0f}%|{bar}| t-span {n:.3g}/{total:.3g} [{elapsed}]")
         done = [0.0]
 
-        def func(t, y):  # reads t on the host: the progress bar's price, off by default
-            ahead = abs(float(t) - t0)
+        def func(u, y):  # reads t on the host: the progress bar's price, off by default
+            ahead = min(abs(float(clock.t(u)) - t0), abs(t1 - t0))
             if ahead > done[0]:
                 bar.update(ahead - done[0])
                 done[0] = ahead
-            return guarded(t, y)
+            return in_u(u, y)
 
     try:
         sol = torchdiffeq.odeint(
