@@ -109,3 +109,22 @@ def test_nan_in_the_drift_names_the_time(case):
         ss.log_likelihood(breaks_at_half, sde, x)
     t_bad = float(re.search(r"at t=([0-9.eE+-]+)", str(info.value)).group(1))
     assert 0.5 < t_bad < 0.7
+
+
+def test_ve_failures_report_time_not_noise_level():
+    # VE is integrated in sigma; the messages must still speak of t in [eps, T]
+    sde, gmm = ss.VESDE(), mixture(2)
+    x = data(gmm, sde, 4)
+    with pytest.raises(ODESolveError, match=r"max_steps=4") as info:
+        ss.log_likelihood(gmm.score_fn(sde), sde, x, max_steps=4, rtol=1e-9, atol=1e-9)
+    reached = float(re.search(r"reached t=([0-9.eE+-]+)", str(info.value)).group(1))
+    assert 0 < reached < 1
+
+    def breaks_at_07(x, t):
+        s = gmm.score(x, t, sde)
+        return torch.where((t > 0.7)[:, None], torch.full_like(s, float("inf")), s)
+
+    with pytest.raises(ODESolveError, match="non-finite") as info:
+        ss.log_likelihood(breaks_at_07, sde, x)
+    t_bad = float(re.search(r"at t=([0-9.eE+-]+)", str(info.value)).group(1))
+    assert 0.7 < t_bad < 0.9
