@@ -151,6 +151,7 @@ MISMATCH_CASES = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", list(MISMATCH_CASES))
 def test_gaussian_prior_error_is_the_prior_mismatch(case):
     r"""With the default N(0, prior_std^2) prior, the error at each x is
@@ -158,12 +159,14 @@ def test_gaussian_prior_error_is_the_prior_mismatch(case):
     its mean over data is :math:`-\mathrm{KL}(p_T \| \pi)`, estimated independently by Monte
     Carlo on exact samples of :math:`p_T` (no ODE)."""
     sde, gmm = MISMATCH_CASES[case](), mixture(2)
-    x = data(gmm, sde, 300, seed=11)
+    # enough points that the mean error resolves a 0.04-nat KL (error std ~0.3 nats per point)
+    x = data(gmm, sde, 2000 if case != "vp_default" else 300, seed=11)
     res = ss.log_likelihood(gmm.score_fn(sde), sde, x, rtol=1e-6, atol=1e-6)
     err = res.log_p - gmm.log_prob(x, sde.eps, sde)
     predicted = sde.prior_log_prob(res.z) - gmm.log_prob(res.z, sde.T, sde)
     gap = (err - predicted).abs()
-    assert gap.mean().item() <= 1e-4 and gap.max().item() <= 1e-3
+    # the issue's bar is the mean; single tail points of a 2000-batch (shared steps) reach ~1e-3
+    assert gap.mean().item() <= 1e-4 and gap.max().item() <= 5e-3
 
     gen = torch.Generator().manual_seed(12)
     zT = gmm.sample(200_000, generator=gen, t=sde.T, sde=sde)
@@ -174,6 +177,7 @@ def test_gaussian_prior_error_is_the_prior_mismatch(case):
     assert abs(mean_err - neg_kl) <= 3 * math.hypot(kl_se, err_se) + 1e-6, (mean_err, neg_kl)
     if case != "vp_default":
         assert neg_kl < -0.03  # these cases really test a visible mismatch (KL 0.04 and 0.34 nats)
+        assert mean_err < -3 * err_se  # and the likelihoods themselves show it
 
 
 def test_progress_bar_does_not_change_the_result():
