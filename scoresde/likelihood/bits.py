@@ -28,8 +28,8 @@ import torch
 from torch import Tensor
 
 from ..sde import SDE, ScoreFn
-from .core import check_data_range, log_likelihood, nats_to_bits_per_dim
-from .flow import check_positive_int
+from ._checks import check_data_range, check_positive_int
+from .core import log_likelihood, nats_to_bits_per_dim
 
 
 def dequantize(

@@ -29,29 +29,17 @@ import torch
 from torch import Tensor
 
 from ..sde import SDE, ScoreFn
-from .divergence import NOISE_TYPES, draw_probes
-from .flow import (
-    TRACE_TYPES,
-    ProbabilityFlow,
+from ._checks import (
     check_data,
+    check_data_range,
     check_method,
     check_positive_int,
     check_sde,
     check_tolerance,
     resolve_eps,
-    solve,
 )
-
-
-def check_data_range(data_range) -> tuple[float, float]:
-    """``data_range`` as floats ``(lo, hi)`` with ``lo < hi``."""
-    try:
-        lo, hi = (float(v) for v in data_range)
-    except (TypeError, ValueError):
-        raise ValueError(f"data_range must be a pair (lo, hi), got {data_range!r}") from None
-    if not (math.isfinite(lo) and math.isfinite(hi) and hi > lo):
-        raise ValueError(f"data_range must be (lo, hi) with finite lo < hi, got {data_range!r}")
-    return lo, hi
+from .divergence import NOISE_TYPES, draw_probes
+from .flow import TRACE_TYPES, ProbabilityFlow, solve
 
 
 def nats_to_bits_per_dim(

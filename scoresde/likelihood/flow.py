@@ -1,4 +1,4 @@
-r"""The probability-flow ODE as a torchdiffeq system, and the PF-ODE maps ``encode`` / ``decode``.
+r"""The probability-flow ODE as a torchdiffeq system, and its solve.
 
 For a forward SDE :math:`dx = f(x,t)\,dt + g(t)\,dW` whose diffusion depends on ``t`` only,
 the probability-flow ODE (Song et al. 2021, eq. 13) is
@@ -6,9 +6,8 @@ the probability-flow ODE (Song et al. 2021, eq. 13) is
 .. math:: \frac{dx}{dt} = v(x, t) = f(x,t) - \tfrac12 g(t)^2 s_\theta(x,t).
 
 Started at the data at :math:`t = \varepsilon` and integrated up to :math:`T` it maps
-:math:`p_\varepsilon` onto :math:`p_T` (``encode``); integrated backwards it maps latents to data
-(``decode``). For the likelihood the state also carries
-:math:`\int_\varepsilon^t \nabla\!\cdot v(x_s, s)\,ds` (see :mod:`scoresde.likelihood.core`).
+:math:`p_\varepsilon` onto :math:`p_T` (:mod:`scoresde.likelihood.maps`). For the likelihood
+the state also carries :math:`\int_\varepsilon^t \nabla\!\cdot v(x_s, s)\,ds` (see :mod:`scoresde.likelihood.core`).
 
 The system evaluates ``score_fn`` once per call and never reads a tensor's value (no host
 synchronisation); it counts its calls in ``nfe`` and remembers, as device tensors, the latest
@@ -25,63 +24,14 @@ import torchdiffeq
 from torch import Tensor
 
 from ..sde import SDE, VESDE, LinearSDE, ScoreFn, call_score
-from ..sde._checks import check_float_tensor
+from .clock import clock_for
 from .divergence import exact_divergence, hutchinson_divergence
 
-ADAPTIVE_METHODS = ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun")
 TRACE_TYPES = ("exact", "hutchinson")
 
 
 class ODESolveError(RuntimeError):
     """The probability-flow solve failed: step budget exhausted, step size underflow or NaN."""
-
-
-# ---- the integration variable -------------------------------------------------------------------
-class _Clock:
-    r"""The variable :math:`u(t)` the solver steps in. Substituting :math:`t = \tau(u)` gives
-    :math:`dx/du = v(x, \tau(u))\,\tau'(u)` with the same solution and the same divergence
-    integral :math:`\int \nabla\cdot v\,dt = \int \nabla\cdot v\,\tau'(u)\,du`; only the step
-    sizes the adaptive solver picks change. The default is :math:`u = t`."""
-
-    scaled = False
-
-    def u(self, t: float) -> float:
-        return t
-
-    def t(self, u: Tensor) -> Tensor:
-        return u
-
-    def dt_du(self, u: Tensor) -> Tensor:
-        return torch.ones_like(u)
-
-
-class _SigmaClock(_Clock):
-    r"""VE: step in the noise level :math:`u = \sigma(t) = \sigma_{min} r^t`, :math:`r = \sigma_{max}/\sigma_{min}`.
-
-    The VE PF-ODE in :math:`\sigma` is :math:`dx/d\sigma = -\sigma\,s(x, \sigma)` (EDM's form),
-    whose solutions are close to straight lines where :math:`\sigma` dominates the data's scale;
-    dopri5 needs 15-20 % fewer evaluations than in :math:`t \propto \log\sigma` (benchmark).
-    (For VP the opposite holds, so VP keeps :math:`t`.)"""
-
-    scaled = True
-
-    def __init__(self, sde: VESDE):
-        self.sigma_min = float(sde.sigma_min)
-        self.log_ratio = math.log(float(sde.sigma_max) / self.sigma_min)
-
-    def u(self, t: float) -> float:
-        return self.sigma_min * math.exp(self.log_ratio * t)
-
-    def t(self, u: Tensor) -> Tensor:
-        return torch.log(u / self.sigma_min) / self.log_ratio
-
-    def dt_du(self, u: Tensor) -> Tensor:
-        return 1.0 / (u * self.log_ratio)
-
-
-def clock_for(sde: SDE) -> _Clock:
-    r"""The integration variable used for ``sde``: :math:`\sigma` for VE, :math:`t` otherwise."""
-    return _SigmaClock(sde) if isinstance(sde, VESDE) else _Clock()
 
 
 class ProbabilityFlow:
@@ -166,67 +116,6 @@ class ProbabilityFlow:
         return out, div
 
 
-# ---- argument checks shared by log_likelihood, encode and decode --------------------------------
-def check_data(name: str, x: Tensor) -> Tensor:
-    check_float_tensor(name, x)
-    if x.dim() < 2 or x.shape[0] < 1:
-        raise ValueError(
-            f"{name} must have shape (batch, *dims) with batch >= 1, got {tuple(x.shape)}"
-        )
-    # One upfront check (a single host read), never inside the solve.
-    if not bool(torch.isfinite(x).all()):
-        raise ValueError(f"{name} must be finite, got a tensor containing NaN or inf")
-    return x
-
-
-def check_sde(sde: SDE) -> SDE:
-    if not isinstance(sde, SDE):
-        raise ValueError(f"sde must be a scoresde.SDE, got {type(sde).__name__}")
-    if sde.state_dependent_diffusion:
-        raise ValueError(
-            f"sde must have a diffusion that depends on t only; {type(sde).__name__} sets "
-            "state_dependent_diffusion=True, which the PF-ODE likelihood does not support"
-        )
-    return sde
-
-
-def check_tolerance(name: str, value) -> float:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a positive number, got {value!r}") from None
-    if not math.isfinite(v) or v <= 0:
-        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
-    return v
-
-
-def check_positive_int(name: str, value, allow_none: bool = False):
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return value
-
-
-def check_method(method: str) -> str:
-    if method not in ADAPTIVE_METHODS:
-        raise ValueError(f"method must be one of the adaptive torchdiffeq methods {ADAPTIVE_METHODS}, got {method!r}")
-    return method
-
-
-def resolve_eps(sde: SDE, eps) -> float:
-    if eps is None:
-        return float(sde.eps)
-    try:
-        e = float(eps)
-    except (TypeError, ValueError):
-        raise ValueError(f"eps must be a number in [0, T={sde.T:g}), got {eps!r}") from None
-    if not (0 <= e < sde.T):
-        raise ValueError(f"eps must be a number in [0, T={sde.T:g}), got {eps!r}")
-    return e
-
-
-# ---- the solve --------------------------------------------------------------------------------------
 def solve(
     system: ProbabilityFlow,
     state,
@@ -310,22 +199,6 @@ def _bad_time(system: ProbabilityFlow) -> float | None:
 
 
 # ---- encode / decode -----------------------------------------------------------------------------
-def _pf_map(score_fn, sde, x, *, forward, name, method, rtol, atol, eps, max_steps, progress):
-    sde = check_sde(sde)
-    if not callable(score_fn):
-        raise ValueError(f"score_fn must be callable, got {type(score_fn).__name__}")
-    check_data(name, x)
-    rtol, atol = check_tolerance("rtol", rtol), check_tolerance("atol", atol)
-    max_steps = check_positive_int("max_steps", max_steps)
-    check_method(method)
-    eps = resolve_eps(sde, eps)
-    system = ProbabilityFlow(score_fn, sde)
-    t0, t1 = (eps, sde.T) if forward else (sde.T, eps)
-    with torch.no_grad():
-        return solve(
-            system, x, t0, t1, like=x, method=method, rtol=rtol, atol=atol,
-            max_steps=max_steps, progress=progress, desc="encode" if forward else "decode",
-        )
 
 
 class _Guarded:
@@ -345,57 +218,3 @@ class _Guarded:
                 f"score_fn rejected x of shape {self.x_shape} (called as score_fn(x, t) with t of "
                 f"shape ({self.x_shape[0]},)): {err}"
             ) from err
-
-
-def encode(
-    score_fn: ScoreFn,
-    sde: SDE,
-    x: Tensor,
-    *,
-    method: str = "dopri5",
-    rtol: float = 1e-5,
-    atol: float = 1e-5,
-    eps: float | None = None,
-    max_steps: int = 10_000,
-    progress: bool = False,
-) -> Tensor:
-    r"""Map data ``x`` (at time ``eps``, default ``sde.eps``) to the latent :math:`z = x_T` by the PF-ODE.
-
-    Deterministic and invertible up to the solver tolerance: ``decode(encode(x)) ~ x``.
-    Returns a tensor of ``x``'s shape.
-    """
-    return _pf_map(
-        score_fn, sde, x, forward=True, name="x", method=method, rtol=rtol, atol=atol,
-        eps=eps, max_steps=max_steps, progress=progress,
-    )
-
-
-def decode(
-    score_fn: ScoreFn,
-    sde: SDE,
-    z: Tensor,
-    *,
-    method: str = "dopri5",
-    rtol: float = 1e-5,
-    atol: float = 1e-5,
-    eps: float | None = None,
-    max_steps: int = 10_000,
-    progress: bool = False,
-) -> Tensor:
-    r"""Map latents ``z`` at time ``T`` back to data at time ``eps`` by the PF-ODE (inverse of :func:`encode`).
-
-    With ``z`` drawn from the prior this is the deterministic ODE sampler.
-    """
-    return _pf_map(
-        score_fn, sde, z, forward=False, name="z", method=method, rtol=rtol, atol=atol,
-        eps=eps, max_steps=max_steps, progress=progress,
-    )
-
-
-__all__ = [
-    "ProbabilityFlow",
-    "ODESolveError",
-    "encode",
-    "decode",
-    "TRACE_TYPES",
-]
