@@ -1,0 +1,23 @@
+"""Log-likelihoods through the probability-flow ODE: trace estimators, bits/dim, encode/decode."""
+
+from .bits import BitsPerDimResult, bits_per_dim, dequantize
+from .core import LikelihoodResult, log_likelihood, nats_to_bits_per_dim
+from .divergence import draw_probes, exact_divergence, hutchinson_divergence
+from .flow import ODESolveError, ProbabilityFlow
+from .maps import decode, encode
+
+__all__ = [
+    "log_likelihood",
+    "LikelihoodResult",
+    "encode",
+    "decode",
+    "bits_per_dim",
+    "BitsPerDimResult",
+    "dequantize",
+    "nats_to_bits_per_dim",
+    "exact_divergence",
+    "hutchinson_divergence",
+    "draw_probes",
+    "ProbabilityFlow",
+    "ODESolveError",
+]

@@ -1,0 +1,64 @@
+r"""The variable the ODE solver steps in.
+
+Substituting :math:`t = \tau(u)` in the PF-ODE gives :math:`dx/du = v(x, \tau(u))\,\tau'(u)`:
+the same solution and the same divergence integral, only the steps an adaptive solver picks
+change. The likelihood steps in :math:`t` for every SDE except VE, which steps in its noise
+level :math:`\sigma` (measured in ``benchmarks/likelihood.py``: 15-20 % fewer dopri5
+evaluations for VE in :math:`\sigma`; VP needs fewer in :math:`t`).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from ..sde import SDE, VESDE
+
+
+class _Clock:
+    r"""The variable :math:`u(t)` the solver steps in. Substituting :math:`t = \tau(u)` gives
+    :math:`dx/du = v(x, \tau(u))\,\tau'(u)` with the same solution and the same divergence
+    integral :math:`\int \nabla\cdot v\,dt = \int \nabla\cdot v\,\tau'(u)\,du`; only the step
+    sizes the adaptive solver picks change. The default is :math:`u = t`."""
+
+    scaled = False
+
+    def u(self, t: float) -> float:
+        return t
+
+    def t(self, u: Tensor) -> Tensor:
+        return u
+
+    def dt_du(self, u: Tensor) -> Tensor:
+        return torch.ones_like(u)
+
+
+class _SigmaClock(_Clock):
+    r"""VE: step in the noise level :math:`u = \sigma(t) = \sigma_{min} r^t`, :math:`r = \sigma_{max}/\sigma_{min}`.
+
+    The VE PF-ODE in :math:`\sigma` is :math:`dx/d\sigma = -\sigma\,s(x, \sigma)` (EDM's form),
+    whose solutions are close to straight lines where :math:`\sigma` dominates the data's scale;
+    dopri5 needs 15-20 % fewer evaluations than in :math:`t \propto \log\sigma` (benchmark).
+    (For VP the opposite holds, so VP keeps :math:`t`.)"""
+
+    scaled = True
+
+    def __init__(self, sde: VESDE):
+        self.sigma_min = float(sde.sigma_min)
+        self.log_ratio = math.log(float(sde.sigma_max) / self.sigma_min)
+
+    def u(self, t: float) -> float:
+        return self.sigma_min * math.exp(self.log_ratio * t)
+
+    def t(self, u: Tensor) -> Tensor:
+        return torch.log(u / self.sigma_min) / self.log_ratio
+
+    def dt_du(self, u: Tensor) -> Tensor:
+        return 1.0 / (u * self.log_ratio)
+
+
+def clock_for(sde: SDE) -> _Clock:
+    r"""The integration variable used for ``sde``: :math:`\sigma` for VE, :math:`t` otherwise."""
+    return _SigmaClock(sde) if isinstance(sde, VESDE) else _Clock()

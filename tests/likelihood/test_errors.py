@@ -1,0 +1,130 @@
+"""Bad input gets a ValueError naming the argument; failed solves say where they stopped."""
+
+import re
+
+import pytest
+import torch
+
+import scoresde as ss
+from scoresde.likelihood import ODESolveError
+
+from .conftest import data, mixture
+
+
+@pytest.fixture
+def case():
+    sde, gmm = ss.VPSDE(), mixture(2)
+    return gmm.score_fn(sde), sde, data(gmm, sde, 4)
+
+
+def test_nan_in_x(case):
+    score, sde, x = case
+    x = x.clone()
+    x[1, 0] = float("nan")
+    with pytest.raises(ValueError, match="x must be finite"):
+        ss.log_likelihood(score, sde, x)
+    with pytest.raises(ValueError, match="x must be finite"):
+        ss.encode(score, sde, x)
+    with pytest.raises(ValueError, match="z must be finite"):
+        ss.decode(score, sde, x)
+
+
+def test_shape_rejected_by_score_fn(case):
+    score, sde, x = case
+    with pytest.raises(ValueError, match=re.escape("score_fn rejected x of shape (4, 3)")):
+        ss.log_likelihood(score, sde, torch.zeros(4, 3, dtype=torch.float64))
+    with pytest.raises(ValueError, match="score_fn must return a tensor of x's shape"):
+        ss.log_likelihood(lambda x, t: x[:, :1], sde, x)
+    with pytest.raises(ValueError, match=re.escape("score_fn rejected x of shape (4, 3)")):
+        ss.encode(score, sde, torch.zeros(4, 3, dtype=torch.float64))
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(rtol=0.0), "rtol must be a positive finite number, got 0.0"),
+        (dict(rtol=-1e-5), "rtol must be a positive finite number, got -1e-05"),
+        (dict(atol=float("nan")), "atol must be a positive finite number"),
+        (dict(trace="full"), "trace must be one of \\('exact', 'hutchinson'\\), got 'full'"),
+        (dict(trace="hutchinson", noise="uniform"), "noise must be one of \\('rademacher', 'gaussian'\\), got 'uniform'"),
+        (dict(noise="normal"), "noise must be one of"),
+        (dict(probes=0), "probes must be a positive integer, got 0"),
+        (dict(chunk_size=0), "chunk_size must be a positive integer, got 0"),
+        (dict(max_steps=1.5), "max_steps must be a positive integer, got 1.5"),
+        (dict(method="rk4"), "method must be one of the adaptive torchdiffeq methods"),
+        (dict(eps=1.0), "eps must be a number in \\[0, T=1\\), got 1.0"),
+        (dict(eps=-0.1), "eps must be a number in"),
+        (dict(prior_log_prob=3), "prior_log_prob must be callable"),
+    ],
+)
+def test_bad_arguments(case, kwargs, match):
+    score, sde, x = case
+    with pytest.raises(ValueError, match=match):
+        ss.log_likelihood(score, sde, x, **kwargs)
+
+
+def test_bad_data_and_sde(case):
+    score, sde, x = case
+    with pytest.raises(ValueError, match="x must have shape \\(batch, \\*dims\\)"):
+        ss.log_likelihood(score, sde, x[0])
+    with pytest.raises(ValueError, match="x must be a floating-point tensor"):
+        ss.log_likelihood(score, sde, torch.zeros(4, 2, dtype=torch.int64))
+    with pytest.raises(ValueError, match="sde must be a scoresde.SDE"):
+        ss.log_likelihood(score, "vp", x)
+    with pytest.raises(ValueError, match="score_fn must be callable"):
+        ss.log_likelihood(None, sde, x)
+    with pytest.raises(ValueError, match="prior_log_prob must return a tensor of shape \\(4,\\)"):
+        ss.log_likelihood(score, sde, x, prior_log_prob=lambda z: z.sum())
+
+    class Multiplicative(ss.SDE):
+        prior_std = 1.0
+        state_dependent_diffusion = True
+
+        def drift(self, x, t):
+            return -x
+
+        def diffusion(self, x, t):
+            return 0.1 * x
+
+    with pytest.raises(ValueError, match="diffusion that depends on t only"):
+        ss.log_likelihood(score, Multiplicative(), x)
+
+
+def test_max_steps_exceeded_names_the_time(case):
+    score, sde, x = case
+    with pytest.raises(ODESolveError, match=r"exceeded max_steps=3 .*reached t=0\.\d+"):
+        ss.log_likelihood(score, sde, x, max_steps=3, rtol=1e-8, atol=1e-8)
+    with pytest.raises(ODESolveError, match=r"exceeded max_steps=2 .*reached t="):
+        ss.decode(score, sde, x, max_steps=2)
+
+
+def test_nan_in_the_drift_names_the_time(case):
+    score, sde, x = case
+
+    def breaks_at_half(x, t):
+        s = score(x, t)
+        return torch.where((t > 0.5)[:, None], torch.full_like(s, float("nan")), s)
+
+    with pytest.raises(ODESolveError, match="non-finite") as info:
+        ss.log_likelihood(breaks_at_half, sde, x)
+    t_bad = float(re.search(r"at t=([0-9.eE+-]+)", str(info.value)).group(1))
+    assert 0.5 < t_bad < 0.7
+
+
+def test_ve_failures_report_time_not_noise_level():
+    # VE is integrated in sigma; the messages must still speak of t in [eps, T]
+    sde, gmm = ss.VESDE(), mixture(2)
+    x = data(gmm, sde, 4)
+    with pytest.raises(ODESolveError, match=r"max_steps=4") as info:
+        ss.log_likelihood(gmm.score_fn(sde), sde, x, max_steps=4, rtol=1e-9, atol=1e-9)
+    reached = float(re.search(r"reached t=([0-9.eE+-]+)", str(info.value)).group(1))
+    assert 0 < reached < 1
+
+    def breaks_at_07(x, t):
+        s = gmm.score(x, t, sde)
+        return torch.where((t > 0.7)[:, None], torch.full_like(s, float("inf")), s)
+
+    with pytest.raises(ODESolveError, match="non-finite") as info:
+        ss.log_likelihood(breaks_at_07, sde, x)
+    t_bad = float(re.search(r"at t=([0-9.eE+-]+)", str(info.value)).group(1))
+    assert 0.7 < t_bad < 0.9
