@@ -4,8 +4,11 @@ SDEs (VP, sub-VP, VE, any linear or custom SDE), exact Gaussian-mixture ground t
 samplers, probability-flow likelihoods and a denoising-score-matching trainer.
 """
 
-from . import analytic, sde
+from . import analytic, data, models, sde, training
+from .data import MixtureDataset, ToyDataset, digits_dataset
+from .models import MLP, ScoreModel, UNet
 from .sde import SDE, VESDE, VPSDE, LinearSDE, ReverseSDE, SubVPSDE
+from .training import DSMLoss, SlicedScoreMatchingLoss, TrainConfig, Trainer
 
 __version__ = "0.1.0"
 
@@ -16,7 +19,20 @@ __all__ = [
     "SubVPSDE",
     "VESDE",
     "ReverseSDE",
+    "MLP",
+    "UNet",
+    "ScoreModel",
+    "Trainer",
+    "TrainConfig",
+    "DSMLoss",
+    "SlicedScoreMatchingLoss",
+    "ToyDataset",
+    "MixtureDataset",
+    "digits_dataset",
     "analytic",
+    "data",
+    "models",
+    "training",
     "sde",
     "__version__",
 ]
