@@ -424,7 +424,7 @@ class Trainer:
     def _diverged(self, what: str, value: Tensor) -> str:
         last = f"the last good checkpoint is {str(self.last_checkpoint)!r}" if self.last_checkpoint else "no checkpoint was written"
         return (
-            f"training diverged: the {what} is {float(value)} at step {self.step + 1} "
+            f"training diverged: the {what} is {float(value.detach())} at step {self.step + 1} "
             f"(after {self.step} completed steps); stopped without saving, {last}"
         )
 
