@@ -19,10 +19,11 @@ def rel_l2(a, b):
 @pytest.mark.slow
 def test_dsm_trained_mlp_matches_exact_mixture_score(ring_models):
     ema, sde, gmm = ring_models("likelihood")  # the recipe in conftest.py
-    # Stated bounds on ||s_theta - s*|| / ||s*|| over 4000 draws of p_t (measured: see the message).
-    bounds = {0.05: 0.25, 0.2: 0.12, 0.5: 0.08, 0.9: 0.08}
+    # Stated bounds on ||s_theta - s*|| / ||s*|| over 4000 draws of p_t; measured on this recipe:
+    # 0.082 (t=0.05), 0.081 (0.2), 0.030 (0.5), 0.012 (0.9). An untrained network scores 1.0.
+    bounds = {0.05: 0.15, 0.2: 0.15, 0.5: 0.06, 0.9: 0.03}
     errors = {}
-    for t, bound in bounds.items():
+    for t in bounds:
         x = gmm.sample(4000, generator=torch.Generator().manual_seed(1), t=t, sde=sde)
         tt = torch.full((4000,), t, dtype=torch.float64)
         with torch.no_grad():
