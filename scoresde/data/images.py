@@ -132,10 +132,10 @@ class TensorData(Dataset):
 
     def __init__(self, data, dtype: torch.dtype | None = None):
         data = torch.as_tensor(np.asarray(data) if not isinstance(data, Tensor) else data)
-        if data.dim() < 2:
-            data = data[:, None] if data.dim() == 1 else data
-        if data.dim() < 1:
+        if data.dim() == 0:
             raise ValueError(f"data must have a leading sample dimension, got shape {tuple(data.shape)}")
+        if data.dim() == 1:  # N scalars: N samples of dimension 1
+            data = data[:, None]
         if not data.is_floating_point():
             data = data.to(dtype or torch.float32)
         elif dtype is not None:

@@ -30,8 +30,9 @@ from .embeddings import make_embedding
 
 
 def _groups(ch: int) -> int:
-    for g in (32, 16, 8, 4, 2, 1):
-        if ch % g == 0 and ch // g >= 2 or g == 1:
+    """The most GroupNorm groups (up to 32) that divide ``ch`` with at least 2 channels each."""
+    for g in (32, 16, 8, 4, 2):
+        if ch % g == 0 and ch // g >= 2:
             return g
     return 1
 
@@ -85,7 +86,8 @@ class UNet(nn.Module):
         image_size: height = width of the input images (fixes where attention sits).
         base: channels at the first level.
         channel_mults: width multiplier per level (its length is the number of levels).
-        num_res_blocks: residual blocks per level on the way down (one more on the way up).
+        num_res_blocks: residual blocks per level on the way down (one more per level on the way up,
+            as in DDPM++, to consume the downsampling's skip activation).
         attn_resolutions: spatial sizes (H) at which self-attention follows each block.
         dropout: dropout inside the residual blocks.
         embedding, embedding_scale: time embedding (see :mod:`scoresde.models.embeddings`).
@@ -177,7 +179,6 @@ class UNet(nn.Module):
 
     def _attention(self, key: str, h: Tensor) -> Tensor:
         return self.attn[key](h) if key in self.attn else h
-
 
     def forward(self, x: Tensor, c: Tensor) -> Tensor:
         if x.dim() != 4 or x.shape[1] != self.in_channels:
