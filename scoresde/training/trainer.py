@@ -403,7 +403,8 @@ class Trainer:
             losses = self.loss_fn(self.model, x0, self.generator)
         if not isinstance(losses, Tensor) or losses.dim() > 1:
             raise ValueError(f"loss_fn must return per-sample losses of shape (batch,), got {getattr(losses, 'shape', losses)}")
-        loss = losses.float().mean()
+        # reduce in at least float32 (half-precision losses under autocast), keep float64 as is
+        loss = losses.mean() if losses.dtype in (torch.float32, torch.float64) else losses.float().mean()
         if not bool(torch.isfinite(loss)):
             raise TrainingDivergedError(self._diverged("loss", loss))
         self.optimizer.zero_grad(set_to_none=True)

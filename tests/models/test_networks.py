@@ -35,7 +35,11 @@ def test_unet_shapes(batch, ch, levels, blocks, attn):
 def test_unet_attention_placement_and_time_dependence():
     net = UNet(1, 16, base=8, channel_mults=(1, 2, 2), num_res_blocks=1, attn_resolutions=(8,))
     # levels at 16, 8, 4: attention only after the blocks at resolution 8 (one down, two up)
-    assert sorted(net.attn) == ["d2", "u3"] or len(net.attn) == 3
+    # levels at 16, 8, 4: attention only after the blocks at resolution 8 (one down; two up,
+    # since the up path has num_res_blocks + 1 blocks per level)
+    assert sorted(net.attn) == ["d2", "u4", "u5"]
+    big = UNet(3, 32, base=4, channel_mults=(1, 2, 2, 2), attn_resolutions=(16, 8))
+    assert big(torch.randn(1, 3, 32, 32), torch.rand(1)).shape == (1, 3, 32, 32)
     for p in net.parameters():  # break the zero init so the output depends on x and c
         torch.nn.init.normal_(p, std=0.1)
     x = torch.randn(2, 1, 16, 16)
