@@ -181,8 +181,8 @@ class _Batches:
             raise CheckpointError(
                 f"the checkpoint's data order covers {int(state['perm'].numel())} samples but the data set has {self.n}"
             )
-        self.generator.set_state(state["generator"])
-        self.perm = state["perm"].clone()
+        self.generator.set_state(state["generator"].cpu())
+        self.perm = state["perm"].cpu().clone()
         self.pos = int(state["pos"])
 
 
@@ -256,6 +256,8 @@ class Trainer:
     def _check_data_against_model(self) -> None:
         idx = torch.arange(min(2, self.batches.n))
         x = self._to_device(self.batches.fetch(idx, torch.Generator().manual_seed(0)))
+        was_training = self.model.training
+        self.model.eval()  # no dropout draws: the check must not touch the RNG streams
         try:
             with torch.no_grad():
                 t = torch.full((x.shape[0],), 0.5, dtype=x.dtype, device=x.device)
@@ -268,6 +270,8 @@ class Trainer:
                 f"the model rejects the data: a batch of shape {tuple(x.shape)} from {_describe(self.batches.data)} "
                 f"raised {type(err).__name__}: {err}"
             ) from err
+        finally:
+            self.model.train(was_training)
         if isinstance(out, Tensor) and out.shape != x.shape:
             raise ValueError(f"the model maps data of shape {tuple(x.shape)} to shape {tuple(out.shape)}; expected the same")
 
@@ -311,10 +315,11 @@ class Trainer:
             if state["scaler"]:
                 self.scaler.load_state_dict(state["scaler"])
             self.batches.load_state_dict(state["data"])
-            torch.set_rng_state(state["rng"]["torch"])
-            self.generator.set_state(state["rng"]["loss_generator"].to(self.generator.get_state().device))
+            # RNG states are CPU byte tensors whatever map_location moved them to
+            torch.set_rng_state(state["rng"]["torch"].cpu())
+            self.generator.set_state(state["rng"]["loss_generator"].cpu())
             if "cuda" in state["rng"] and self.device.type == "cuda":
-                torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)
+                torch.cuda.set_rng_state(state["rng"]["cuda"].cpu(), self.device)
             self.step = int(state["step"])
         except (KeyError, RuntimeError, TypeError) as err:
             raise CheckpointError(f"checkpoint does not match this trainer/model: {type(err).__name__}: {err}") from err
