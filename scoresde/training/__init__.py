@@ -3,7 +3,8 @@
 from .checkpoint import CheckpointError, latest_checkpoint, list_checkpoints, load_checkpoint, save_checkpoint
 from .ema import EMA
 from .losses import DSMLoss, SlicedScoreMatchingLoss
-from .trainer import TrainConfig, Trainer, TrainingDivergedError
+from .config import TrainConfig
+from .trainer import Trainer, TrainingDivergedError
 
 __all__ = [
     "DSMLoss",

@@ -25,7 +25,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
-import math
 import time
 import warnings
 from collections.abc import Callable
@@ -36,6 +35,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from .batches import _Batches, _describe
 from .checkpoint import (
     CheckpointError,
     atomic_write_bytes,
@@ -44,6 +44,7 @@ from .checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
+from .config import TrainConfig
 from .ema import EMA
 
 FORMAT_VERSION = 1
@@ -51,139 +52,6 @@ FORMAT_VERSION = 1
 
 class TrainingDivergedError(RuntimeError):
     """The loss or the gradient became NaN or infinite."""
-
-
-@dataclasses.dataclass
-class TrainConfig:
-    """Hyper-parameters of :class:`Trainer` (stored as JSON in ``config.json`` and checkpoints)."""
-
-    steps: int = 10_000
-    batch_size: int = 128
-    lr: float = 2e-4
-    weight_decay: float = 0.0
-    betas: tuple[float, float] = (0.9, 0.999)
-    warmup_steps: int = 100
-    lr_schedule: str = "constant"  # or "cosine" (to min_lr_ratio * lr at `steps`)
-    min_lr_ratio: float = 0.0
-    grad_clip: float | None = 1.0
-    ema_decay: float = 0.999
-    amp: bool = False
-    amp_dtype: str = "bfloat16"  # or "float16" (with a gradient scaler)
-    seed: int = 0
-    log_every: int = 50
-    checkpoint_every: int = 1000
-    eval_every: int = 0  # 0: never
-    keep_checkpoints: int = 3
-    progress: bool = True
-    tensorboard: bool | None = None  # None: when installed
-
-    def validate(self) -> TrainConfig:
-        def pos_int(name, allow_zero=False):
-            v = getattr(self, name)
-            lo = 0 if allow_zero else 1
-            if isinstance(v, bool) or not isinstance(v, int) or v < lo:
-                raise ValueError(f"{name} must be an integer >= {lo}, got {v!r}")
-
-        for name in ("steps", "batch_size", "log_every", "keep_checkpoints"):
-            pos_int(name)
-        for name in ("warmup_steps", "checkpoint_every", "eval_every", "seed"):
-            pos_int(name, allow_zero=True)
-        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
-            raise ValueError(f"lr must be a positive number, got {self.lr!r}")
-        if not (isinstance(self.weight_decay, (int, float)) and self.weight_decay >= 0):
-            raise ValueError(f"weight_decay must be a number >= 0, got {self.weight_decay!r}")
-        if self.grad_clip is not None and not (isinstance(self.grad_clip, (int, float)) and self.grad_clip > 0):
-            raise ValueError(f"grad_clip must be a positive number or None, got {self.grad_clip!r}")
-        if not (isinstance(self.ema_decay, (int, float)) and 0 <= self.ema_decay < 1):
-            raise ValueError(f"ema_decay must lie in [0, 1), got {self.ema_decay!r}")
-        if self.lr_schedule not in ("constant", "cosine"):
-            raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {self.lr_schedule!r}")
-        if not 0 <= self.min_lr_ratio <= 1:
-            raise ValueError(f"min_lr_ratio must lie in [0, 1], got {self.min_lr_ratio!r}")
-        if self.amp_dtype not in ("bfloat16", "float16"):
-            raise ValueError(f"amp_dtype must be 'bfloat16' or 'float16', got {self.amp_dtype!r}")
-        self.betas = tuple(float(b) for b in self.betas)
-        return self
-
-    def lr_factor(self, step: int) -> float:
-        """Multiplier of ``lr`` for the update after ``step`` completed steps."""
-        warm = min(1.0, (step + 1) / self.warmup_steps) if self.warmup_steps else 1.0
-        if self.lr_schedule == "constant":
-            return warm
-        frac = min(step, self.steps) / self.steps
-        return warm * (self.min_lr_ratio + (1 - self.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * frac)))
-
-
-def _describe(data) -> str:
-    if isinstance(data, Tensor):
-        return f"Tensor{tuple(data.shape)}"
-    return type(data).__name__
-
-
-class _Batches:
-    """Draws batches from a Tensor or a map-style data set with a seeded index stream.
-
-    A data set may define ``train_batch(indices, generator) -> Tensor`` (fast fetching with
-    randomised dequantisation); a ``TensorDataset`` is indexed directly; any other data set is
-    read item by item (the first element of tuple items, e.g. ``(image, label)``).
-    """
-
-    def __init__(self, data, seed: int):
-        if isinstance(data, (str, bytes)) or not hasattr(data, "__len__") or not hasattr(data, "__getitem__"):
-            raise ValueError(
-                f"data must be a Tensor or a map-style torch Dataset (with __len__ and __getitem__), "
-                f"got {type(data).__name__}"
-            )
-        n = len(data)
-        if n == 0:
-            raise ValueError(f"data is empty: got {_describe(data)} with 0 samples")
-        self.data, self.n = data, n
-        self.generator = torch.Generator().manual_seed(seed)
-        self.perm = torch.randperm(n, generator=self.generator)
-        self.pos = 0
-
-    def indices(self, size: int) -> Tensor:
-        out = []
-        while size > 0:
-            if self.pos == self.n:
-                self.perm = torch.randperm(self.n, generator=self.generator)
-                self.pos = 0
-            take = min(size, self.n - self.pos)
-            out.append(self.perm[self.pos : self.pos + take])
-            self.pos += take
-            size -= take
-        return torch.cat(out)
-
-    def fetch(self, idx: Tensor, generator: torch.Generator | None) -> Tensor:
-        d = self.data
-        if isinstance(d, Tensor):
-            x = d[idx]
-        elif hasattr(d, "train_batch"):
-            x = d.train_batch(idx, generator)
-        elif hasattr(d, "tensors"):
-            x = d.tensors[0][idx]
-        else:
-            items = [d[int(i)] for i in idx]
-            items = [it[0] if isinstance(it, (tuple, list)) else it for it in items]
-            if not all(isinstance(it, Tensor) for it in items):
-                raise ValueError(f"data items must be tensors (or tuples starting with one), got {type(items[0]).__name__}")
-            x = torch.stack(items)
-        if not isinstance(x, Tensor) or not x.is_floating_point():
-            got = x.dtype if isinstance(x, Tensor) else type(x).__name__
-            raise ValueError(f"data must give floating-point tensors, got {got}")
-        return x
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"generator": self.generator.get_state(), "perm": self.perm, "pos": self.pos}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        if int(state["perm"].numel()) != self.n:
-            raise CheckpointError(
-                f"the checkpoint's data order covers {int(state['perm'].numel())} samples but the data set has {self.n}"
-            )
-        self.generator.set_state(state["generator"].cpu())
-        self.perm = state["perm"].cpu().clone()
-        self.pos = int(state["pos"])
 
 
 class Trainer:
