@@ -1,9 +1,9 @@
 """Score-matching losses, the ``Trainer`` (AdamW, EMA, AMP, logs, atomic checkpoints), EMA."""
 
 from .checkpoint import CheckpointError, latest_checkpoint, list_checkpoints, load_checkpoint, save_checkpoint
+from .config import TrainConfig
 from .ema import EMA
 from .losses import DSMLoss, SlicedScoreMatchingLoss
-from .config import TrainConfig
 from .trainer import Trainer, TrainingDivergedError
 
 __all__ = [

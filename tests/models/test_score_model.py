@@ -127,3 +127,22 @@ def test_scalar_time_is_broadcast():
     model = ss.ScoreModel(ss.MLP(2, 16, 1), ss.VPSDE())
     x = torch.randn(5, 2)
     torch.testing.assert_close(model(x, torch.tensor(0.3)), model(x, torch.full((5,), 0.3)))
+
+
+def test_score_model_composes_with_torch_func_for_exact_traces():
+    """The likelihood's exact trace takes per-sample Jacobians with vmap(jacrev(...))."""
+    torch.manual_seed(0)
+    net = ss.MLP(2, 16, 2)
+    nn.init.normal_(net.out.weight, std=0.5)
+    model = ss.ScoreModel(net, ss.VPSDE(), data_std=4.0).double()
+    x = torch.randn(6, 2, dtype=torch.float64)
+    t = torch.rand(6, dtype=torch.float64) * 0.9 + 0.05
+
+    def one(xi, ti):
+        return model(xi[None], ti[None])[0]
+
+    jac = torch.func.vmap(torch.func.jacrev(one))(x, t)
+    for i in range(6):
+        want = torch.autograd.functional.jacobian(lambda y, i=i: one(y, t[i]), x[i])
+        torch.testing.assert_close(jac[i], want)
+    torch.testing.assert_close(torch.func.vmap(one)(x, t), model(x, t))
