@@ -4,9 +4,12 @@ SDEs (VP, sub-VP, VE, any linear or custom SDE), exact Gaussian-mixture ground t
 samplers, probability-flow likelihoods and a denoising-score-matching trainer.
 """
 
-from . import analytic, likelihood, sde
+from . import analytic, data, likelihood, models, sde, training
+from .data import MixtureDataset, ToyDataset, digits_dataset
 from .likelihood import BitsPerDimResult, LikelihoodResult, bits_per_dim, decode, encode, log_likelihood
+from .models import MLP, ScoreModel, UNet
 from .sde import SDE, VESDE, VPSDE, LinearSDE, ReverseSDE, SubVPSDE
+from .training import DSMLoss, SlicedScoreMatchingLoss, TrainConfig, Trainer
 
 __version__ = "0.1.0"
 
@@ -23,8 +26,21 @@ __all__ = [
     "decode",
     "bits_per_dim",
     "BitsPerDimResult",
+    "MLP",
+    "UNet",
+    "ScoreModel",
+    "Trainer",
+    "TrainConfig",
+    "DSMLoss",
+    "SlicedScoreMatchingLoss",
+    "ToyDataset",
+    "MixtureDataset",
+    "digits_dataset",
     "analytic",
+    "data",
     "likelihood",
+    "models",
     "sde",
+    "training",
     "__version__",
 ]

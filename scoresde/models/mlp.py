@@ -1,0 +1,85 @@
+r"""A residual MLP score network for vectors (2-D toys up to a few hundred dimensions).
+
+.. math::
+    h_0 = W_{in} x,\qquad
+    h_{l+1} = h_l + W_l^{(2)}\,\mathrm{SiLU}\big(W_l^{(1)}\,\mathrm{SiLU}(h_l) + E_l\,e(c)\big),\qquad
+    \text{out} = W_{out}\,\mathrm{SiLU}(h_L),
+
+with :math:`e(c)` a time embedding of the conditioning scalar ``c`` (see
+:mod:`scoresde.models.embeddings`). The output layer starts at zero, so an untrained network
+outputs 0 (for the ``eps`` parameterisation: the score of a standard normal at large t).
+"""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from .embeddings import make_embedding
+
+
+def _check_int(name: str, value, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+class MLP(nn.Module):
+    """Residual MLP ``net(x, c) -> (batch, dim)`` for inputs of shape ``(batch, dim)``.
+
+    Args:
+        dim: data dimension.
+        hidden: width of the hidden layers.
+        depth: number of residual blocks.
+        embedding: ``"fourier"`` or ``"sinusoidal"`` time embedding.
+        embedding_dim: size of the time features.
+        embedding_scale: frequency scale of the embedding (None: its default).
+        out_dim: output size (default ``dim``).
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        hidden: int = 256,
+        depth: int = 3,
+        *,
+        embedding: str = "fourier",
+        embedding_dim: int = 64,
+        embedding_scale: float | None = None,
+        out_dim: int | None = None,
+    ):
+        super().__init__()
+        self.dim = _check_int("dim", dim, 1)
+        _check_int("hidden", hidden, 1)
+        _check_int("depth", depth, 1)
+        out_dim = dim if out_dim is None else _check_int("out_dim", out_dim, 1)
+        self.config = dict(
+            dim=dim, hidden=hidden, depth=depth, embedding=embedding, embedding_dim=embedding_dim,
+            embedding_scale=embedding_scale, out_dim=out_dim,
+        )
+        self.embed = nn.Sequential(
+            make_embedding(embedding, embedding_dim, embedding_scale),
+            nn.Linear(embedding_dim, hidden),
+            nn.SiLU(),
+        )
+        self.inp = nn.Linear(dim, hidden)
+        self.blocks = nn.ModuleList()
+        for _ in range(depth):
+            block = nn.ModuleDict(
+                {"fc1": nn.Linear(hidden, hidden), "temb": nn.Linear(hidden, hidden), "fc2": nn.Linear(hidden, hidden)}
+            )
+            self.blocks.append(block)
+        self.out = nn.Linear(hidden, out_dim)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+        self.act = nn.SiLU()
+
+    def forward(self, x: Tensor, c: Tensor) -> Tensor:
+        if x.dim() != 2 or x.shape[1] != self.dim:
+            raise ValueError(f"MLP(dim={self.dim}) expects x of shape (batch, {self.dim}), got {tuple(x.shape)}")
+        if c.shape != (x.shape[0],):
+            raise ValueError(f"c must have shape ({x.shape[0]},), got {tuple(c.shape)}")
+        e = self.embed(c)
+        h = self.inp(x)
+        for b in self.blocks:
+            h = h + b["fc2"](self.act(b["fc1"](self.act(h)) + b["temb"](e)))
+        return self.out(self.act(h))

@@ -1,0 +1,157 @@
+r"""``ScoreModel``: a network wrapped into a score function :math:`s_\theta(x, t)`.
+
+For a linear SDE, :math:`x_t = \alpha_t x_0 + \sigma_t n` with :math:`n \sim \mathcal N(0, I)`.
+The network :math:`F` sees a scaled input and a noise-level input,
+
+.. math::
+    F\Big(\frac{x}{\sqrt{\alpha_t^2\sigma_d^2 + \sigma_t^2}},\ c_t\Big),\qquad
+    c_t = \lambda_t / 8 \ \ (\texttt{time\_input="log\_snr"})\quad\text{or}\quad c_t = t/T\ \ (\texttt{"t"}),
+
+where :math:`\sigma_d` is ``data_std`` (so the input has unit scale at every t) and
+:math:`\lambda_t = \log(\alpha_t/\sigma_t)` is the log signal-to-noise ratio (clamped to
+:math:`[-20, 20]`; the factor 1/8 keeps :math:`c_t` of order one for the built-in SDEs). Its
+output :math:`F` is turned into the score :math:`\nabla_x\log p_t(x)` by the
+``parameterization``:
+
+* ``"eps"`` -- :math:`F \approx n`: :math:`s = -F/\sigma_t`;
+* ``"x0"`` -- :math:`\sigma_d F \approx x_0`: :math:`s = (\alpha_t \sigma_d F - x)/\sigma_t^2` (Tweedie);
+* ``"v"`` -- :math:`F \approx v = (a_t n - \sigma_t x_0/\sigma_d)/r_t` with :math:`a_t = \alpha_t\sigma_d`,
+  :math:`r_t^2 = a_t^2 + \sigma_t^2` (Salimans & Ho 2022; exactly theirs for VP with :math:`\sigma_d = 1`):
+  :math:`n = (\sigma_t x + a_t r_t F)/r_t^2`, :math:`s = -n/\sigma_t`;
+* ``"score"`` -- :math:`F \approx \nabla_x \log p_t(x)` directly (the only choice for an SDE
+  without a closed-form kernel, where the input is not scaled and ``time_input`` is ``"t"``).
+"""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from ..sde import SDE, LinearSDE
+from ..sde._checks import check_float_tensor, expand_to
+
+PARAMETERIZATIONS = ("eps", "score", "x0", "v")
+
+
+class ScoreModel(nn.Module):
+    """A network as a score function: ``model(x, t)`` returns :math:`s_\\theta(x, t)` of ``x``'s shape.
+
+    Args:
+        net: a module ``net(x_in, c) -> Tensor`` of ``x``'s shape, ``c`` of shape ``(batch,)``
+            (e.g. :class:`~scoresde.models.MLP`, :class:`~scoresde.models.UNet`).
+        sde: the forward SDE whose marginals define the parameterisation.
+        parameterization: ``"eps"`` (default), ``"score"``, ``"x0"`` or ``"v"``.
+        time_input: ``"log_snr"`` (default for linear SDEs) or ``"t"`` (default otherwise).
+        data_std: :math:`\\sigma_d`, the data's (rough) standard deviation, for input scaling
+            and the ``x0``/``v`` targets.
+        scale_input: divide ``x`` by :math:`\\sqrt{\\alpha_t^2\\sigma_d^2+\\sigma_t^2}` (linear SDEs).
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        sde: SDE,
+        parameterization: str = "eps",
+        *,
+        time_input: str | None = None,
+        data_std: float = 1.0,
+        scale_input: bool = True,
+    ):
+        super().__init__()
+        if not isinstance(net, nn.Module):
+            raise ValueError(f"net must be a torch.nn.Module, got {type(net).__name__}")
+        if not isinstance(sde, SDE):
+            raise ValueError(f"sde must be a scoresde.SDE, got {type(sde).__name__}")
+        if parameterization not in PARAMETERIZATIONS:
+            raise ValueError(f"parameterization must be one of {PARAMETERIZATIONS}, got {parameterization!r}")
+        linear = isinstance(sde, LinearSDE)
+        if not linear and parameterization != "score":
+            raise ValueError(
+                f"parameterization={parameterization!r} needs the closed-form marginals of a LinearSDE; "
+                f"{type(sde).__name__} has none: use parameterization='score'"
+            )
+        if time_input is None:
+            time_input = "log_snr" if linear else "t"
+        if time_input not in ("log_snr", "t"):
+            raise ValueError(f"time_input must be 'log_snr' or 't', got {time_input!r}")
+        if time_input == "log_snr" and not linear:
+            raise ValueError(f"time_input='log_snr' needs a LinearSDE, got {type(sde).__name__}")
+        if not (isinstance(data_std, (int, float)) and data_std > 0):
+            raise ValueError(f"data_std must be a positive number, got {data_std!r}")
+        self.net = net
+        self.sde = sde
+        self.parameterization = parameterization
+        self.time_input = time_input
+        self.data_std = float(data_std)
+        self.scale_input = bool(scale_input) and linear
+        self.config = {
+            "parameterization": parameterization,
+            "time_input": time_input,
+            "data_std": self.data_std,
+            "scale_input": self.scale_input,
+            "sde": repr(sde),
+            "net": type(net).__name__,
+            "net_config": getattr(net, "config", None),
+        }
+
+    def _check(self, x: Tensor, t: Tensor) -> Tensor:
+        check_float_tensor("x", x)
+        if x.dim() < 1 or x.shape[0] == 0:
+            raise ValueError(f"x must have a non-empty batch dimension, got shape {tuple(x.shape)}")
+        t = self.sde.time(t, like=x)
+        if t.dim() == 0:
+            t = t.expand(x.shape[0])
+        if t.shape != (x.shape[0],):
+            raise ValueError(f"t must be a scalar or have shape ({x.shape[0]},), got {tuple(t.shape)}")
+        return t.to(x.dtype)
+
+    def net_input(self, x: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+        """The network's inputs ``(x_in, c)`` at ``(x, t)`` (see the module docstring)."""
+        t = self._check(x, t)
+        if self.time_input == "log_snr":
+            c = self.sde.log_snr(t).clamp(-20.0, 20.0) / 8.0
+        else:
+            c = t / self.sde.T
+        if self.scale_input:
+            alpha, sigma = self.sde.marginal(t)
+            scale = (alpha.square() * self.data_std**2 + sigma.square()).rsqrt()
+            x = x * expand_to(scale, x)
+        return x, c
+
+    def net_output(self, x: Tensor, t: Tensor) -> Tensor:
+        """The raw network output :math:`F` at ``(x, t)``, checked to have ``x``'s shape."""
+        x_in, c = self.net_input(x, t)
+        out = self.net(x_in, c)
+        if not isinstance(out, Tensor) or out.shape != x.shape:
+            got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
+            raise ValueError(f"net must return a tensor of x's shape {tuple(x.shape)}, got {got}")
+        return out
+
+    def output_to_score(self, out: Tensor, x: Tensor, t: Tensor) -> Tensor:
+        """Convert the network output to the score by the parameterisation."""
+        if self.parameterization == "score":
+            return out
+        t = self._check(x, t)
+        alpha, sigma = (expand_to(v, x) for v in self.sde.marginal(t))
+        sd = self.data_std
+        if self.parameterization == "eps":
+            return -out / sigma
+        if self.parameterization == "x0":
+            return (alpha * sd * out - x) / sigma.square()
+        # v-prediction: x = a x0' + sigma n with x0' = x0/sd, a = alpha sd, r^2 = a^2 + sigma^2 and
+        # v = (a n - sigma x0') / r   =>   sigma x + a r v = r^2 n.
+        a = alpha * sd
+        r2 = a.square() + sigma.square()
+        n = (sigma * x + a * r2.sqrt() * out) / r2
+        return -n / sigma
+
+    def forward(self, x: Tensor, t: Tensor) -> Tensor:
+        """The score :math:`s_\\theta(x, t)`; ``t`` a scalar or of shape ``(batch,)``."""
+        return self.output_to_score(self.net_output(x, t), x, t)
+
+    def eps(self, x: Tensor, t: Tensor) -> Tensor:
+        """The implied noise prediction :math:`\\hat n = -\\sigma_t s_\\theta(x, t)` (linear SDEs)."""
+        t = self._check(x, t)
+        if self.parameterization == "eps":
+            return self.net_output(x, t)
+        _, sigma = self.sde.marginal(t)
+        return -expand_to(sigma, x) * self(x, t)

@@ -1,0 +1,194 @@
+r"""Score-matching losses: denoising score matching (DSM) and sliced score matching (SSM).
+
+**DSM** (Vincent 2011; Song et al. 2021, eq. 7) for a linear SDE with
+:math:`x_t = \alpha_t x_0 + \sigma_t n`:
+
+.. math::
+    \mathcal L(\theta) = \tfrac12\,\mathbb E_{t, x_0, n}\,\lambda(t)\,
+    \big\| s_\theta(x_t, t) + n/\sigma_t \big\|^2
+    = \tfrac12\,\mathbb E\,\frac{\lambda(t)}{\sigma_t^2}\,\big\|\sigma_t s_\theta(x_t,t) + n\big\|^2 .
+
+* ``weighting="sigma2"``: :math:`\lambda = \sigma_t^2`, t uniform on :math:`[\epsilon, T]` -- the
+  noise-prediction loss of DDPM.
+* ``weighting="likelihood"``: :math:`\lambda = g(t)^2` (Song, Durkan, Murray & Ermon 2021), for
+  which :math:`\mathcal L` plus a constant bounds :math:`-\log p_\theta(x_0)`
+  (per sample, summed over dimensions). Its integrand :math:`g^2/\sigma^2` is sharply peaked at
+  small t; with ``importance_sampling=True`` t is drawn from
+  :math:`q(t) \propto g(t)^2/\sigma_t^2`. Because
+  :math:`\frac{d}{dt}\log(\sigma_t^2/\alpha_t^2) = g(t)^2/\sigma_t^2` for every linear SDE, the
+  primitive is :math:`-2\lambda_t` (:math:`\lambda_t` the log-SNR): sampling :math:`q` means
+  drawing :math:`\lambda` uniformly on :math:`[\lambda_T, \lambda_\epsilon]` and mapping it back
+  with ``sde.t_from_log_snr``, and the weight becomes the constant
+  :math:`Z = 2(\lambda_\epsilon - \lambda_T)`.
+
+**SSM** (Song, Garg, Shi & Ermon 2019) needs no transition kernel, so it serves custom
+nonlinear SDEs: draw :math:`x_t` by simulating the forward SDE with torchsde, then minimise
+
+.. math::
+    \mathbb E_{t, x_t, v}\,\lambda(t)\Big[\tfrac12\|s_\theta(x_t,t)\|^2
+    + v^\top \nabla_x\big(v^\top s_\theta(x_t,t)\big)\Big],\qquad v \sim \mathcal N(0, I),
+
+equal (up to a constant) to :math:`\tfrac12\mathbb E\,\lambda\|s_\theta - \nabla\log p_t\|^2`.
+
+Every loss here is a callable ``loss(model, x0, generator) -> Tensor`` of per-sample values,
+shape ``(batch,)``; the :class:`~scoresde.training.Trainer` averages it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from ..sde import SDE, LinearSDE, torchsde_integrate
+from ..sde._checks import check_float_tensor, expand_to
+
+WEIGHTINGS = ("sigma2", "likelihood")
+
+
+def _uniform(n: int, lo: float, hi: float, like: Tensor, generator) -> Tensor:
+    u = torch.rand(n, generator=generator, device=like.device, dtype=like.dtype)
+    return lo + (hi - lo) * u
+
+
+class DSMLoss:
+    r"""Continuous-time denoising score matching for a :class:`~scoresde.LinearSDE`.
+
+    Args:
+        sde: the linear SDE (VP, sub-VP, VE or any ``LinearSDE``).
+        weighting: ``"sigma2"`` (:math:`\lambda=\sigma_t^2`) or ``"likelihood"`` (:math:`\lambda=g^2`).
+        importance_sampling: for the likelihood weighting, draw t from :math:`q \propto g^2/\sigma^2`
+            (uniform in log-SNR) instead of uniformly; ignored for ``"sigma2"``.
+        eps: smallest training time (default ``sde.eps``).
+    """
+
+    def __init__(
+        self,
+        sde: SDE,
+        weighting: str = "sigma2",
+        *,
+        importance_sampling: bool = True,
+        eps: float | None = None,
+    ):
+        if not isinstance(sde, LinearSDE):
+            raise ValueError(
+                f"sde must be a LinearSDE for denoising score matching (it needs p(x_t | x_0)), got "
+                f"{type(sde).__name__}; use SlicedScoreMatchingLoss for SDEs without a closed-form kernel"
+            )
+        if weighting not in WEIGHTINGS:
+            raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {weighting!r}")
+        eps = sde.eps if eps is None else float(eps)
+        if not 0 < eps < sde.T:
+            raise ValueError(f"eps must lie in (0, T={sde.T:g}), got {eps!r}")
+        self.sde = sde
+        self.weighting = weighting
+        self.importance_sampling = bool(importance_sampling) and weighting == "likelihood"
+        self.eps = eps
+        ends = sde.log_snr(torch.tensor([eps, sde.T], dtype=torch.float64))
+        self._lam_eps, self._lam_T = float(ends[0]), float(ends[1])
+        self.config = {
+            "loss": "dsm", "weighting": weighting, "importance_sampling": self.importance_sampling, "eps": eps,
+        }
+
+    def sample_t(self, n: int, like: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+        """Draw ``n`` times and the factors :math:`w` with
+        :math:`\\mathcal L \\approx \\tfrac12\\,\\mathrm{mean}\\,w\\,\\|\\sigma_t s_\\theta + n\\|^2`."""
+        if self.importance_sampling:
+            lam = _uniform(n, self._lam_eps, self._lam_T, like, generator)
+            t = self.sde.t_from_log_snr(lam).clamp(self.eps, self.sde.T)
+            w = torch.full_like(t, 2.0 * (self._lam_eps - self._lam_T))
+            return t, w
+        t = _uniform(n, self.eps, self.sde.T, like, generator)
+        if self.weighting == "sigma2":
+            return t, torch.ones_like(t)
+        _, sigma = self.sde.marginal(t)
+        # uniform t: the weight is (T - eps) g^2 / sigma^2 so that the mean estimates the integral
+        return t, (self.sde.T - self.eps) * self.sde.g(t).square() / sigma.square()
+
+    def __call__(self, model: Callable, x0: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        check_float_tensor("x0", x0)
+        if x0.dim() < 1 or x0.shape[0] == 0:
+            raise ValueError(f"x0 must have a non-empty batch dimension, got shape {tuple(x0.shape)}")
+        t, w = self.sample_t(x0.shape[0], x0, generator)
+        noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+        alpha, sigma = (expand_to(v, x0) for v in self.sde.marginal(t))
+        xt = alpha * x0 + sigma * noise
+        eps_hat = model.eps(xt, t) if hasattr(model, "eps") else -sigma * model(xt, t)
+        err = (eps_hat - noise).flatten(1).square().sum(1)  # ||sigma s + n||^2 = ||n - eps_hat||^2
+        return 0.5 * w * err
+
+
+class SlicedScoreMatchingLoss:
+    r"""Sliced score matching with :math:`x_t` simulated from the forward SDE (any :class:`SDE`).
+
+    For each batch the forward SDE is integrated from :math:`x_0` with torchsde
+    (Euler-Maruyama, step ``dt``) through a grid of ``n_times`` times on :math:`[t_{min}, T]`;
+    each sample then takes the state at one grid time drawn uniformly, so one simulation serves
+    many noise levels. The Brownian path is seeded from ``generator``.
+
+    Args:
+        sde: any forward SDE.
+        n_times: grid size.
+        t_min: smallest time (default ``max(sde.eps, 0.01 T)``: SSM's variance grows as t -> 0).
+        dt: Euler-Maruyama step for the simulation.
+        n_projections: number of random directions :math:`v` per sample.
+        weighting: :math:`\lambda(t)`, a callable ``t -> Tensor`` (default 1).
+    """
+
+    def __init__(
+        self,
+        sde: SDE,
+        *,
+        n_times: int = 32,
+        t_min: float | None = None,
+        dt: float = 0.01,
+        n_projections: int = 1,
+        weighting: Callable[[Tensor], Tensor] | None = None,
+    ):
+        if not isinstance(sde, SDE):
+            raise ValueError(f"sde must be a scoresde.SDE, got {type(sde).__name__}")
+        if isinstance(n_times, bool) or not isinstance(n_times, int) or n_times < 2:
+            raise ValueError(f"n_times must be an integer >= 2, got {n_times!r}")
+        if isinstance(n_projections, bool) or not isinstance(n_projections, int) or n_projections < 1:
+            raise ValueError(f"n_projections must be a positive integer, got {n_projections!r}")
+        t_min = max(sde.eps, 0.01 * sde.T) if t_min is None else float(t_min)
+        if not 0 < t_min < sde.T:
+            raise ValueError(f"t_min must lie in (0, T={sde.T:g}), got {t_min!r}")
+        if not dt > 0:
+            raise ValueError(f"dt must be positive, got {dt!r}")
+        self.sde, self.n_times, self.t_min, self.dt = sde, n_times, t_min, float(dt)
+        self.n_projections = n_projections
+        self.weighting = weighting
+        self.config = {"loss": "ssm", "n_times": n_times, "t_min": t_min, "dt": self.dt, "n_projections": n_projections}
+
+    def simulate(self, x0: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+        """Draw ``(x_t, t)``: one forward simulation, each sample at a uniformly chosen grid time."""
+        n = x0.shape[0]
+        grid = torch.linspace(self.t_min, self.sde.T, self.n_times, dtype=x0.dtype, device=x0.device)
+        times = torch.cat([grid.new_zeros(1), grid])
+        gen_device = generator.device if generator is not None else "cpu"
+        seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=gen_device))
+        with torch.no_grad():
+            path = torchsde_integrate(self.sde, x0, times, dt=self.dt, seed=seed)
+        idx = torch.randint(1, self.n_times + 1, (n,), generator=generator, device=x0.device)
+        xt = path[idx, torch.arange(n, device=x0.device)]
+        return xt, times[idx]
+
+    def __call__(self, model: Callable, x0: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        check_float_tensor("x0", x0)
+        if x0.dim() < 1 or x0.shape[0] == 0:
+            raise ValueError(f"x0 must have a non-empty batch dimension, got shape {tuple(x0.shape)}")
+        xt, t = self.simulate(x0, generator)
+        total = torch.zeros(x0.shape[0], dtype=x0.dtype, device=x0.device)
+        with torch.enable_grad():
+            xt = xt.detach().requires_grad_(True)
+            s = model(xt, t)
+            for _ in range(self.n_projections):
+                v = torch.randn(xt.shape, generator=generator, device=xt.device, dtype=xt.dtype)
+                (jv,) = torch.autograd.grad((s * v).sum(), xt, create_graph=True)
+                total = total + (v * jv).flatten(1).sum(1)
+            loss = 0.5 * s.flatten(1).square().sum(1) + total / self.n_projections
+        if self.weighting is not None:
+            loss = loss * self.weighting(t)
+        return loss

@@ -1,0 +1,355 @@
+r"""The training loop: AdamW with warm-up, clipping, EMA, AMP, logs, evaluation and checkpoints.
+
+One step minimises the mean of a per-sample loss (e.g. :class:`~scoresde.training.DSMLoss`)
+over a batch drawn from the data:
+
+1. indices from a seeded permutation of the data set (a new one each epoch);
+2. ``loss_fn(model, x0, generator)`` under autocast when ``amp`` is on (CUDA only);
+3. a non-finite loss stops training with :class:`TrainingDivergedError` naming the step; no
+   checkpoint is written, so the last good one stays the newest;
+4. backward, gradient-norm clipping, AdamW step, learning-rate schedule (linear warm-up, then
+   constant or cosine decay), EMA update.
+
+All randomness comes from generators seeded by ``seed`` (data order; the loss's noise and
+times) plus the global RNG (e.g. dropout), and every one of their states is in the
+checkpoint, so a run resumed from a checkpoint reproduces the uninterrupted run exactly on
+the CPU (on GPUs up to the nondeterminism of some kernels).
+
+Outputs in ``out_dir``: ``config.json``, ``metrics.csv`` (step, loss, grad_norm, lr, seconds),
+``eval.csv`` (the eval hook's numbers), ``checkpoints/step_XXXXXXXX.ckpt`` and TensorBoard
+events when the ``tensorboard`` package is installed.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from .batches import _Batches, _describe
+from .checkpoint import (
+    CheckpointError,
+    atomic_write_bytes,
+    checkpoint_path,
+    list_checkpoints,
+    load_checkpoint,
+    save_checkpoint,
+)
+from .config import TrainConfig
+from .ema import EMA
+
+FORMAT_VERSION = 1
+
+
+class TrainingDivergedError(RuntimeError):
+    """The loss or the gradient became NaN or infinite."""
+
+
+class Trainer:
+    r"""Trains ``model`` by minimising ``loss_fn`` on ``data``.
+
+    Args:
+        model: an ``nn.Module`` score model, e.g. :class:`~scoresde.models.ScoreModel`.
+        loss_fn: ``loss_fn(model, x0, generator) -> (batch,)`` per-sample losses, e.g.
+            :class:`~scoresde.training.DSMLoss` or :class:`~scoresde.training.SlicedScoreMatchingLoss`.
+        data: a Tensor of samples ``(N, ...)`` or a map-style torch Dataset (see ``scoresde.data``).
+        out_dir: where logs and checkpoints go (None: nothing is written, no checkpoints).
+        eval_fn: evaluation hook ``eval_fn(trainer) -> dict[str, float]`` run every
+            ``eval_every`` steps (e.g. held-out likelihood of ``trainer.ema.model``).
+        device: where to train (default: the model's device).
+        config: a :class:`TrainConfig`; keyword arguments override its fields.
+
+    ``fit()`` trains up to ``config.steps`` steps; ``resume()`` loads the newest valid
+    checkpoint in ``out_dir`` first. The averaged model is ``trainer.ema.model``.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        loss_fn: Callable[[nn.Module, Tensor, torch.Generator], Tensor],
+        data,
+        out_dir: str | Path | None = None,
+        *,
+        eval_fn: Callable[[Trainer], dict[str, float]] | None = None,
+        device: str | torch.device | None = None,
+        config: TrainConfig | None = None,
+        **overrides,
+    ):
+        if not isinstance(model, nn.Module):
+            raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        if not callable(loss_fn):
+            raise ValueError(f"loss_fn must be callable loss_fn(model, x0, generator), got {type(loss_fn).__name__}")
+        if eval_fn is not None and not callable(eval_fn):
+            raise ValueError(f"eval_fn must be callable eval_fn(trainer), got {type(eval_fn).__name__}")
+        cfg = dataclasses.replace(config or TrainConfig(), **overrides).validate()
+        params = list(model.parameters())
+        if not params:
+            raise ValueError("model has no parameters to train")
+        self.device = torch.device(device) if device is not None else params[0].device
+        if cfg.amp and self.device.type != "cuda":
+            raise ValueError(f"amp=True needs a CUDA device (mixed precision is CUDA-only here), got device {self.device}")
+        self.config = cfg
+        self.model = model.to(self.device)
+        self.loss_fn = loss_fn
+        self.eval_fn = eval_fn
+        self.out_dir = Path(out_dir) if out_dir is not None else None
+        self.step = 0
+        self.last_checkpoint: Path | None = None
+
+        torch.manual_seed(cfg.seed)  # global RNG: dropout and anything the loss draws without a generator
+        self.batches = _Batches(data, cfg.seed)
+        self.generator = torch.Generator(device=self.device).manual_seed(cfg.seed + 1)
+        self.optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: cfg.lr_factor(s))
+        self.ema = EMA(self.model, cfg.ema_decay)
+        self._amp_dtype = torch.bfloat16 if cfg.amp_dtype == "bfloat16" else torch.float16
+        self.scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp and cfg.amp_dtype == "float16")
+        self._param_dtype = params[0].dtype
+        self._check_data_against_model()
+        self._tb = None
+        if self.out_dir is not None:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(self.out_dir / "config.json", json.dumps(self.config_dict(), indent=2).encode())
+
+    # ---- set-up checks and configuration ---------------------------------------------------
+    def _check_data_against_model(self) -> None:
+        idx = torch.arange(min(2, self.batches.n))
+        x = self._to_device(self.batches.fetch(idx, torch.Generator().manual_seed(0)))
+        was_training = self.model.training
+        self.model.eval()  # no dropout draws: the check must not touch the RNG streams
+        try:
+            with torch.no_grad():
+                t = torch.full((x.shape[0],), 0.5, dtype=x.dtype, device=x.device)
+                sde = getattr(self.model, "sde", None)
+                if sde is not None:
+                    t = t * sde.T
+                out = self.model(x, t)
+        except Exception as err:
+            raise ValueError(
+                f"the model rejects the data: a batch of shape {tuple(x.shape)} from {_describe(self.batches.data)} "
+                f"raised {type(err).__name__}: {err}"
+            ) from err
+        finally:
+            self.model.train(was_training)
+        if isinstance(out, Tensor) and out.shape != x.shape:
+            raise ValueError(f"the model maps data of shape {tuple(x.shape)} to shape {tuple(out.shape)}; expected the same")
+
+    def config_dict(self) -> dict[str, Any]:
+        """Everything needed to describe the run, as JSON-serialisable values."""
+        return {
+            "format_version": FORMAT_VERSION,
+            "train": dataclasses.asdict(self.config),
+            "model": getattr(self.model, "config", type(self.model).__name__),
+            "loss": getattr(self.loss_fn, "config", type(self.loss_fn).__name__),
+            "data": {"type": _describe(self.batches.data), "size": self.batches.n},
+        }
+
+    def _to_device(self, x: Tensor) -> Tensor:
+        return x.to(device=self.device, dtype=self._param_dtype, non_blocking=True)
+
+    # ---- state -----------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        rng = {"torch": torch.get_rng_state(), "loss_generator": self.generator.get_state()}
+        if self.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        return {
+            "format_version": FORMAT_VERSION,
+            "step": self.step,
+            "model": self.model.state_dict(),
+            "ema": self.ema.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "data": self.batches.state_dict(),
+            "rng": rng,
+            "config_json": json.dumps(self.config_dict()),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        try:
+            self.model.load_state_dict(state["model"])
+            self.ema.load_state_dict(state["ema"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            if state["scaler"]:
+                self.scaler.load_state_dict(state["scaler"])
+            self.batches.load_state_dict(state["data"])
+            # RNG states are CPU byte tensors whatever map_location moved them to
+            torch.set_rng_state(state["rng"]["torch"].cpu())
+            self.generator.set_state(state["rng"]["loss_generator"].cpu())
+            if "cuda" in state["rng"] and self.device.type == "cuda":
+                torch.cuda.set_rng_state(state["rng"]["cuda"].cpu(), self.device)
+            self.step = int(state["step"])
+        except (KeyError, RuntimeError, TypeError) as err:
+            raise CheckpointError(f"checkpoint does not match this trainer/model: {type(err).__name__}: {err}") from err
+
+    def save(self) -> Path:
+        """Write a checkpoint for the current step and prune old ones (keeps ``keep_checkpoints``)."""
+        if self.out_dir is None:
+            raise ValueError("out_dir is None: this trainer writes no checkpoints")
+        ckpt_dir = self.out_dir / "checkpoints"
+        path = save_checkpoint(self.state_dict(), checkpoint_path(ckpt_dir, self.step))
+        self.last_checkpoint = path
+        for _, old in list_checkpoints(ckpt_dir)[: -self.config.keep_checkpoints]:
+            old.unlink(missing_ok=True)
+        return path
+
+    def load(self, path: str | Path) -> None:
+        """Load the checkpoint at ``path`` (verified; see :func:`~scoresde.training.load_checkpoint`)."""
+        self.load_state_dict(load_checkpoint(path, map_location=self.device))
+        self.last_checkpoint = Path(path)
+
+    def resume(self) -> int:
+        """Load the newest valid checkpoint in ``out_dir``; returns its step (0 if none).
+
+        A newest file that fails verification is reported with a warning and skipped, so an
+        interrupted or damaged write falls back to the previous checkpoint.
+        """
+        if self.out_dir is None:
+            raise ValueError("out_dir is None: there is nothing to resume from")
+        for step, path in reversed(list_checkpoints(self.out_dir / "checkpoints")):
+            try:
+                self.load(path)
+            except CheckpointError as err:
+                warnings.warn(f"skipping checkpoint at step {step}: {err}", stacklevel=2)
+                continue
+            self._truncate_logs()
+            return self.step
+        return 0
+
+    # ---- logs ------------------------------------------------------------------------------
+    def _truncate_logs(self) -> None:
+        """Drop log rows written after the resumed step (they will be produced again)."""
+        for name in ("metrics.csv", "eval.csv"):
+            path = self.out_dir / name
+            if not path.exists():
+                continue
+            with open(path, newline="") as f:
+                rows = list(csv.reader(f))
+            kept = rows[:1] + [r for r in rows[1:] if r and int(r[0]) <= self.step]
+            with open(path, "w", newline="") as f:
+                csv.writer(f).writerows(kept)
+
+    def _log(self, name: str, row: dict[str, float]) -> None:
+        if self.out_dir is None:
+            return
+        path = self.out_dir / name
+        new = not path.exists()
+        with open(path, "a", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(row))
+            if new:
+                w.writeheader()
+            w.writerow(row)
+        if self._tb is not None:
+            for k, v in row.items():
+                if k != "step":
+                    self._tb.add_scalar(f"{name[:-4]}/{k}", v, row["step"])
+
+    def _open_tensorboard(self) -> None:
+        want = self.config.tensorboard
+        if self.out_dir is None or want is False or self._tb is not None:
+            return
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            if want:
+                raise ValueError("tensorboard=True but the tensorboard package is not installed") from None
+            return
+        self._tb = SummaryWriter(str(self.out_dir / "tensorboard"))
+
+    # ---- the loop --------------------------------------------------------------------------
+    def train_step(self) -> tuple[Tensor, Tensor]:
+        """One optimisation step; returns the (detached) loss and gradient norm."""
+        cfg = self.config
+        x0 = self._to_device(self.batches.fetch(self.batches.indices(cfg.batch_size), self.generator))
+        self.model.train()
+        with torch.autocast(self.device.type, dtype=self._amp_dtype, enabled=cfg.amp):
+            losses = self.loss_fn(self.model, x0, self.generator)
+        if not isinstance(losses, Tensor) or losses.dim() > 1:
+            raise ValueError(f"loss_fn must return per-sample losses of shape (batch,), got {getattr(losses, 'shape', losses)}")
+        # reduce in at least float32 (half-precision losses under autocast), keep float64 as is
+        loss = losses.mean() if losses.dtype in (torch.float32, torch.float64) else losses.float().mean()
+        if not bool(torch.isfinite(loss)):
+            raise TrainingDivergedError(self._diverged("loss", loss))
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.unscale_(self.optimizer)
+        params = [p for p in self.model.parameters() if p.grad is not None]
+        max_norm = cfg.grad_clip if cfg.grad_clip is not None else float("inf")
+        gnorm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+        if not self.scaler.is_enabled() and not bool(torch.isfinite(gnorm)):
+            raise TrainingDivergedError(self._diverged("gradient norm", gnorm))
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        self.ema.update(self.model)
+        self.step += 1
+        return loss.detach(), gnorm.detach()
+
+    def _diverged(self, what: str, value: Tensor) -> str:
+        last = f"the last good checkpoint is {str(self.last_checkpoint)!r}" if self.last_checkpoint else "no checkpoint was written"
+        return (
+            f"training diverged: the {what} is {float(value.detach())} at step {self.step + 1} "
+            f"(after {self.step} completed steps); stopped without saving, {last}"
+        )
+
+    def evaluate(self) -> dict[str, float]:
+        """Run the eval hook now and log its numbers (with the step) to ``eval.csv``."""
+        if self.eval_fn is None:
+            return {}
+        self.model.eval()
+        with torch.no_grad():
+            result = self.eval_fn(self)
+        if not isinstance(result, dict):
+            raise ValueError(f"eval_fn must return a dict of numbers, got {type(result).__name__}")
+        row = {"step": self.step, **{k: float(v) for k, v in result.items()}}
+        self._log("eval.csv", row)
+        return result
+
+    def fit(self, steps: int | None = None) -> Trainer:
+        """Train until ``steps`` (default ``config.steps``) completed steps; returns ``self``."""
+        cfg = self.config
+        total = cfg.steps if steps is None else steps
+        if isinstance(total, bool) or not isinstance(total, int) or total < 0:
+            raise ValueError(f"steps must be a non-negative integer, got {total!r}")
+        self._open_tensorboard()
+        bar = tqdm(total=total, initial=min(self.step, total), disable=not cfg.progress, desc="training", dynamic_ncols=True)
+        start = time.perf_counter()
+        loss_sum, count = 0.0, 0
+        try:
+            while self.step < total:
+                loss, gnorm = self.train_step()
+                loss_sum += float(loss)
+                count += 1
+                bar.update(1)
+                if self.step % cfg.log_every == 0 or self.step == total:
+                    row = {
+                        "step": self.step,
+                        "loss": loss_sum / count,
+                        "grad_norm": float(gnorm),
+                        "lr": self.optimizer.param_groups[0]["lr"],
+                        "seconds": time.perf_counter() - start,
+                    }
+                    self._log("metrics.csv", row)
+                    bar.set_postfix(loss=f"{row['loss']:.4g}")
+                    loss_sum, count = 0.0, 0
+                if cfg.eval_every and self.step % cfg.eval_every == 0:
+                    self.evaluate()
+                if self.out_dir is not None and (
+                    (cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0) or self.step == total
+                ):
+                    self.save()
+        finally:
+            bar.close()
+            if self._tb is not None:
+                self._tb.flush()
+        return self
