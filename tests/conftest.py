@@ -14,4 +14,6 @@ settings.register_profile(
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
-torch.set_num_threads(min(2, torch.get_num_threads()))
+# One thread: the suite is made of small ops, where extra threads mostly spin; on a busy
+# 2-core machine two threads made some tests 10-30x slower.
+torch.set_num_threads(1)
