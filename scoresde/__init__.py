@@ -4,7 +4,16 @@ SDEs (VP, sub-VP, VE, any linear or custom SDE), exact Gaussian-mixture ground t
 samplers, probability-flow likelihoods and a denoising-score-matching trainer.
 """
 
-from . import analytic, sde
+from . import analytic, metrics, sampling, sde
+from .sampling import (
+    NonFiniteError,
+    SampleResult,
+    Sampler,
+    available_samplers,
+    classifier_free_guidance,
+    classifier_guidance,
+    sample,
+)
 from .sde import SDE, VESDE, VPSDE, LinearSDE, ReverseSDE, SubVPSDE
 
 __version__ = "0.1.0"
@@ -16,7 +25,16 @@ __all__ = [
     "SubVPSDE",
     "VESDE",
     "ReverseSDE",
+    "sample",
+    "Sampler",
+    "SampleResult",
+    "NonFiniteError",
+    "available_samplers",
+    "classifier_guidance",
+    "classifier_free_guidance",
     "analytic",
+    "metrics",
+    "sampling",
     "sde",
     "__version__",
 ]
