@@ -7,8 +7,8 @@ samplers, probability-flow likelihoods and a denoising-score-matching trainer.
 from . import analytic, metrics, sampling, sde
 from .sampling import (
     NonFiniteError,
-    SampleResult,
     Sampler,
+    SampleResult,
     available_samplers,
     classifier_free_guidance,
     classifier_guidance,

@@ -7,8 +7,8 @@ Names for ``sample(..., sampler=...)``: ``euler_maruyama``, ``reverse_diffusion`
 from .api import sample
 from .base import (
     NonFiniteError,
-    SampleResult,
     Sampler,
+    SampleResult,
     SolveContext,
     Trajectory,
     available_samplers,

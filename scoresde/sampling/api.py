@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from ..sde import SDE, LinearSDE
-from .base import NoiseSource, SampleResult, Sampler, ScoreFn, SolveContext, check_int, get_sampler
+from .base import NoiseSource, Sampler, SampleResult, ScoreFn, SolveContext, check_int, get_sampler
 from .conditioning import Inpainting
 from .grids import time_grid
 

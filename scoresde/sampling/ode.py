@@ -13,7 +13,7 @@ from torch import Tensor
 from torchdiffeq import odeint
 
 from ..sde import SDE
-from .base import NonFiniteError, Sampler, SolveContext, ScoreFn, check_int, register
+from .base import NonFiniteError, Sampler, ScoreFn, SolveContext, check_int, register
 
 ADAPTIVE = {"dopri5": 5, "dopri8": 8, "bosh3": 3, "fehlberg2": 2, "adaptive_heun": 2}
 FIXED = {"euler": 1, "midpoint": 2, "heun2": 2, "heun3": 3, "rk4": 4, "explicit_adams": 4, "implicit_adams": 4}

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..sde import SDE, LinearSDE, SubVPSDE, VPSDE
+from ..sde import SDE, VPSDE, LinearSDE, SubVPSDE
 from .base import Sampler, SolveContext, batch_time, per_sample, register
 
 
