@@ -294,11 +294,59 @@ def plot(rows, path):
     fig.savefig(path, dpi=110)
 
 
+def summary(suffix=""):
+    """Markdown tables from the CSVs (for RESULTS.md)."""
+    with open(RESULTS / f"samplers_quality{suffix}.csv") as f:
+        rows = list(csv.DictReader(f))
+    out = []
+    for mix in sorted({r["mixture"] for r in rows}):
+        sub = [r for r in rows if r["mixture"] == mix]
+        targets = sorted({int(r["nfe_target"]) for r in sub if not r["sampler"].startswith("ode(dopri5")})
+        out.append(f"\n**{mix}** (true-vs-true SW {float(sub[0]['sw_true_pair']):.3f}); each cell: "
+                   "dispersion error / mode TV / SW / wall s\n")
+        out.append("| sampler | " + " | ".join(f"NFE {t}" for t in targets) + " |")
+        out.append("|---|" + "---|" * len(targets))
+        labels = []
+        for r in sub:
+            key = (r["family"], r["sampler"])
+            if key not in labels:
+                labels.append(key)
+        for fam, lab in labels:
+            cells = []
+            for t in targets:
+                hit = [r for r in sub if r["family"] == fam and r["sampler"] == lab and int(r["nfe_target"]) == t]
+                if not hit:
+                    cells.append("")
+                    continue
+                r = hit[0]
+                cells.append(f"{float(r['dispersion_err']):.3f} / {float(r['mode_tv']):.3f} / {float(r['sw']):.3f} / "
+                             f"{float(r['wall_s']):.2f}")
+            name = ("k:" if fam == "k-diffusion" else "") + lab
+            if lab.startswith("ode(dopri5"):
+                r = [r for r in sub if r["sampler"] == lab][0]
+                name += f" (NFE {r['nfe']})"
+                cells = [f"{float(r['dispersion_err']):.3f} / {float(r['mode_tv']):.3f} / {float(r['sw']):.3f} / "
+                         f"{float(r['wall_s']):.2f}"] + [""] * (len(targets) - 1)
+            out.append(f"| {name} | " + " | ".join(cells) + " |")
+    with open(RESULTS / f"samplers_overhead{suffix}.csv") as f:
+        over = list(csv.DictReader(f))
+    out.append("\n| net | sampler | NFE | s per NFE | bare call s | overhead ratio |\n|---|---|---|---|---|---|")
+    for r in over:
+        fam = "k:" if r["family"] == "k-diffusion" else ""
+        out.append(f"| {r['net']} | {fam}{r['sampler']} | {r['nfe']} | {float(r['s_per_nfe']):.2e} | "
+                   f"{float(r['bare_call_s']):.2e} | {float(r['overhead_ratio']):.2f} |")
+    return "\n".join(out)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="CI-size run (few samplers, NFE 10 and 100)")
     p.add_argument("--n", type=int, default=None, help="samples per run (default 2000; quick 500)")
+    p.add_argument("--summary", action="store_true", help="print markdown tables from the existing CSVs")
     args = p.parse_args(argv)
+    if args.summary:
+        print(summary("_quick" if args.quick else ""))
+        return
     torch.set_num_threads(1)
     RESULTS.mkdir(parents=True, exist_ok=True)
     kds = load_k_diffusion_sampling()

@@ -34,7 +34,7 @@ def _check_moments(x, mean, cov, n):
     assert bool(((emp - cov).abs() <= 4 * se_cov).all()), (emp, cov)
 
 
-@pytest.mark.parametrize("sampler,opts", [("euler_maruyama", dict(steps=500)), ("dpm_solver", dict(steps=30))])
+@pytest.mark.parametrize("sampler,opts", [("euler_maruyama", dict(steps=200)), ("dpm_solver", dict(steps=30))])
 def test_inpainting_reproduces_the_exact_gaussian_conditional(sampler, opts):
     target = _correlated_target()
     known_idx = [0, 3]
