@@ -275,15 +275,16 @@ def plot(rows, path):
     fig, axes = plt.subplots(len(mixes), len(cols), figsize=(5 * len(cols), 4 * len(mixes)), squeeze=False)
     for i, mix in enumerate(mixes):
         sub = [r for r in rows if r["mixture"] == mix]
-        labels = sorted({(r["family"], r["sampler"]) for r in sub})
+        labels = sorted({(r["family"], r["sampler"]) for r in sub}, key=lambda fl: (fl[0] != "scoresde", fl[1]))
+        colors = [plt.cm.tab20(k % 20) for k in range(20)] + [plt.cm.Dark2(k) for k in range(8)]
         for j, (key, title) in enumerate(cols):
             ax = axes[i][j]
-            for fam, lab in labels:
-                pts = sorted((r["nfe"], r[key]) for r in sub if r["family"] == fam and r["sampler"] == lab)
+            for c, (fam, lab) in enumerate(labels):
+                pts = sorted((float(r["nfe"]), float(r[key])) for r in sub if r["family"] == fam and r["sampler"] == lab)
                 ax.plot([p[0] for p in pts], [p[1] for p in pts], "-o" if fam == "scoresde" else "--x",
-                        ms=3, label=f"{'' if fam == 'scoresde' else 'k:'}{lab}")
+                        ms=3, lw=1, color=colors[c % len(colors)], label=f"{'' if fam == 'scoresde' else 'k:'}{lab}")
             if key == "sw":
-                ax.axhline(sub[0]["sw_true_pair"], color="k", lw=0.8, ls=":", label="two true sets")
+                ax.axhline(float(sub[0]["sw_true_pair"]), color="k", lw=0.8, ls=":", label="two true sets")
             ax.set_xscale("log")
             ax.set_yscale("log")
             ax.set_xlabel("NFE")
@@ -343,9 +344,15 @@ def main(argv=None):
     p.add_argument("--quick", action="store_true", help="CI-size run (few samplers, NFE 10 and 100)")
     p.add_argument("--n", type=int, default=None, help="samples per run (default 2000; quick 500)")
     p.add_argument("--summary", action="store_true", help="print markdown tables from the existing CSVs")
+    p.add_argument("--plot", action="store_true", help="redraw the plot from the existing CSV")
     args = p.parse_args(argv)
     if args.summary:
         print(summary("_quick" if args.quick else ""))
+        return
+    if args.plot:
+        suffix = "_quick" if args.quick else ""
+        with open(RESULTS / f"samplers_quality{suffix}.csv") as f:
+            plot(list(csv.DictReader(f)), RESULTS / f"samplers_quality{suffix}.png")
         return
     torch.set_num_threads(1)
     RESULTS.mkdir(parents=True, exist_ok=True)
