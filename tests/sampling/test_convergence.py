@@ -65,6 +65,7 @@ def test_deterministic_order(case):
         assert slope >= order - 0.25, msg
 
 
+@pytest.mark.slow
 def test_euler_maruyama_weak_order_one():
     """Weak error of EM in E[x] and E[x^2] on a diagonal Gaussian target, slope fitted over 10..80 steps."""
     dim, n = 25, 4_000  # 10^5 scalars; each coordinate an independent 1-D problem

@@ -60,6 +60,7 @@ def test_ode_is_deterministic(opts):
     assert torch.equal(a.x, b.x)  # no randomness: the seed does not matter
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sde", [ss.VPSDE(), ss.VESDE(0.01, 10.0), ss.SubVPSDE()], ids=["vp", "ve", "subvp"])
 def test_ode_round_trip_returns_the_data(sde):
     """Data integrated by the PF-ODE from eps to T and back by the ode sampler come back within tolerance."""
