@@ -20,7 +20,6 @@ import math
 from dataclasses import dataclass
 
 import torch
-from scipy import stats
 from torch import Tensor
 
 from ..analytic import GaussianMixture
@@ -83,6 +82,8 @@ def occupancy_chi2(x: Tensor, gmm: GaussianMixture, *, expected_weights: Tensor 
     weights up to the (small) overlap between components; pass ``expected_weights`` (e.g.
     :func:`mode_weights` of many true samples) to test against true samples' occupancy instead.
     """
+    from scipy import stats  # imported here: scoresde's import stays light
+
     n = len(_check(x, gmm))
     counts = torch.bincount(assign(x, gmm), minlength=gmm.n_components).double().cpu()
     w = (gmm.weights if expected_weights is None else expected_weights).double().cpu()
