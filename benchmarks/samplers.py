@@ -345,6 +345,7 @@ def main(argv=None):
     p.add_argument("--n", type=int, default=None, help="samples per run (default 2000; quick 500)")
     p.add_argument("--summary", action="store_true", help="print markdown tables from the existing CSVs")
     p.add_argument("--plot", action="store_true", help="redraw the plot from the existing CSV")
+    p.add_argument("--overhead-only", action="store_true", help="run only the solver-overhead part")
     args = p.parse_args(argv)
     if args.summary:
         print(summary("_quick" if args.quick else ""))
@@ -362,14 +363,15 @@ def main(argv=None):
     n = args.n or (500 if args.quick else 2000)
     nfes = [10, 100] if args.quick else [10, 30, 100, 300, 1000]
     t0 = time.perf_counter()
-    rows: list[dict] = []
-    quality_part(nfes, n, args.quick, kds, rows)
     suffix = "_quick" if args.quick else ""
-    with open(RESULTS / f"samplers_quality{suffix}.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-    plot(rows, RESULTS / f"samplers_quality{suffix}.png")
+    if not args.overhead_only:
+        rows: list[dict] = []
+        quality_part(nfes, n, args.quick, kds, rows)
+        with open(RESULTS / f"samplers_quality{suffix}.csv", "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(rows[0]))
+            w.writeheader()
+            w.writerows(rows)
+        plot(rows, RESULTS / f"samplers_quality{suffix}.png")
     over: list[dict] = []
     overhead_part(args.quick, kds, over)
     with open(RESULTS / f"samplers_overhead{suffix}.csv", "w", newline="") as f:
