@@ -4,10 +4,19 @@ SDEs (VP, sub-VP, VE, any linear or custom SDE), exact Gaussian-mixture ground t
 samplers, probability-flow likelihoods and a denoising-score-matching trainer.
 """
 
-from . import analytic, data, likelihood, models, sde, training
+from . import analytic, data, likelihood, metrics, models, sampling, sde, training
 from .data import MixtureDataset, ToyDataset, digits_dataset
 from .likelihood import BitsPerDimResult, LikelihoodResult, bits_per_dim, decode, encode, log_likelihood
 from .models import MLP, ScoreModel, UNet
+from .sampling import (
+    NonFiniteError,
+    Sampler,
+    SampleResult,
+    available_samplers,
+    classifier_free_guidance,
+    classifier_guidance,
+    sample,
+)
 from .sde import SDE, VESDE, VPSDE, LinearSDE, ReverseSDE, SubVPSDE
 from .training import DSMLoss, SlicedScoreMatchingLoss, TrainConfig, Trainer
 
@@ -20,6 +29,13 @@ __all__ = [
     "SubVPSDE",
     "VESDE",
     "ReverseSDE",
+    "sample",
+    "Sampler",
+    "SampleResult",
+    "NonFiniteError",
+    "available_samplers",
+    "classifier_guidance",
+    "classifier_free_guidance",
     "log_likelihood",
     "LikelihoodResult",
     "encode",
@@ -39,7 +55,9 @@ __all__ = [
     "analytic",
     "data",
     "likelihood",
+    "metrics",
     "models",
+    "sampling",
     "sde",
     "training",
     "__version__",

@@ -1,0 +1,93 @@
+r"""Heun's 2nd-order method on the probability-flow ODE (Karras et al. 2022, Algorithms 1-2).
+
+A linear SDE's PF-ODE is simplest in the scaled state :math:`\hat x = x/\alpha_t` against the
+noise level :math:`\tilde\sigma = \sigma_t/\alpha_t = e^{-\lambda_t}` (Karras et al., eq. 4):
+
+.. math:: \frac{d\hat x}{d\tilde\sigma} = \frac{\hat x - D(\hat x;\tilde\sigma)}{\tilde\sigma},\qquad
+          D = \hat x_0 = \frac{x + \sigma_t^2 s_\theta(x, t)}{\alpha_t},
+
+where :math:`t = t(\tilde\sigma)` inverts the log-SNR. Each step is an Euler step plus a trapezoidal
+correction (2 score evaluations). With ``churn > 0`` (Algorithm 2), before each step the noise
+level is raised from :math:`\tilde\sigma_i` to :math:`\hat\sigma = \tilde\sigma_i(1+\gamma_i)` by adding fresh
+noise of variance :math:`\hat\sigma^2 - \tilde\sigma_i^2` (scaled by ``s_noise``), with
+:math:`\gamma_i = \min(\text{churn}/N, \sqrt2 - 1)` for :math:`\tilde\sigma_i \in [s_{tmin}, s_{tmax}]`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from ..sde import LinearSDE
+from .base import Sampler, SolveContext, batch_time, check_nonneg, register
+
+
+@register
+class Heun(Sampler):
+    """Karras et al.'s Heun sampler on the PF-ODE of a linear SDE; order 2 (deterministic when ``churn=0``).
+
+    Args:
+        churn: :math:`S_{churn}`, total stochasticity (0: deterministic ODE solve).
+        s_tmin, s_tmax: the range of noise levels :math:`\\tilde\\sigma` where churn applies.
+        s_noise: :math:`S_{noise}`, scale of the added noise (slightly above 1 offsets detail loss).
+
+    NFE = 2 per step. The default grid is the EDM schedule (``grid="edm"``, ``rho=7``).
+    """
+
+    name = "heun"
+    order = 2.0
+    needs_linear = True
+    default_steps = 50
+    default_grid = "edm"
+
+    def __init__(self, churn: float = 0.0, s_tmin: float = 0.0, s_tmax: float = float("inf"), s_noise: float = 1.0):
+        self.churn = check_nonneg("churn", churn)
+        self.s_tmin = check_nonneg("s_tmin", s_tmin)
+        self.s_tmax = float(s_tmax)
+        if not self.s_tmax >= self.s_tmin:
+            raise ValueError(f"s_tmax must be >= s_tmin={self.s_tmin:g}, got {s_tmax!r}")
+        self.s_noise = check_nonneg("s_noise", s_noise)
+
+    @property
+    def stochastic(self) -> bool:  # type: ignore[override]
+        return self.churn > 0
+
+    def options(self) -> dict:
+        return dict(churn=self.churn, s_tmin=self.s_tmin, s_tmax=self.s_tmax, s_noise=self.s_noise)
+
+    def solve(self, ctx: SolveContext, x: Tensor, times: Tensor) -> Tensor:
+        sde: LinearSDE = ctx.sde
+        alphas, sigmas = sde.marginal(times)
+        levels = sigmas / alphas
+        top = sigmas[0] / alphas[0]  # churn may not raise the level above the starting one
+        n = len(times) - 1
+        xh = x / alphas[0]
+        # which steps churn, decided once on the host before the loop (no sync inside a step)
+        lev_host = levels.detach().cpu().tolist()
+        churn_at = [self.churn > 0 and self.s_tmin <= lev_host[i] <= self.s_tmax for i in range(n)]
+        gamma = min(self.churn / n, math.sqrt(2) - 1)
+
+        def slope(xh: Tensor, t: Tensor, a: Tensor, s: Tensor) -> Tensor:
+            x = a * xh
+            score = ctx.score(x, batch_time(t, x))
+            denoised = (x + s.square() * score) / a
+            return (xh - denoised) / (s / a)
+
+        for i in range(n):
+            t_cur, lev = times[i], levels[i]
+            a_cur, s_cur = alphas[i], sigmas[i]
+            if churn_at[i]:
+                lev_hat = torch.minimum(lev * (1 + gamma), top)
+                xh = xh + (lev_hat.square() - lev.square()).clamp_min(0).sqrt() * self.s_noise * ctx.noise(xh)
+                t_cur = sde.t_from_log_snr(-lev_hat.log()).clamp(times[-1], times[0])
+                a_cur, s_cur = sde.marginal(t_cur)
+                lev = s_cur / a_cur
+            d = slope(xh, t_cur, a_cur, s_cur)
+            dlev = levels[i + 1] - lev
+            x_next = xh + dlev * d
+            d_next = slope(x_next, times[i + 1], alphas[i + 1], sigmas[i + 1])
+            xh = xh + dlev * 0.5 * (d + d_next)
+            xh = ctx.step_done(xh * alphas[i + 1], times[i + 1]) / alphas[i + 1]
+        return xh * alphas[-1]
