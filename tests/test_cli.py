@@ -16,8 +16,19 @@ from scoresde.cli.common import VALID_KEYS
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Small models: one thread is as fast and immune to busy shared cores."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def run_cli(*args, cwd=None, env_extra=None):
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), *(env_extra or [])])}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), *(env_extra or [])]), "OMP_NUM_THREADS": "1"}
     return subprocess.run([sys.executable, "-m", "scoresde", *map(str, args)], capture_output=True, text=True,
                           cwd=cwd, env=env, timeout=300)
 
@@ -39,7 +50,7 @@ def trained_run(tmp_path_factory):
     """A tiny toy run (30 steps): enough to exercise every command on a real checkpoint."""
     out = tmp_path_factory.mktemp("run") / "toy"
     rc = main(["train", "--config", str(ROOT / "configs/toy2d.yaml"), "train.steps=30", "train.batch_size=64",
-               "model.hidden=32", "model.depth=1", "train.progress=false", "--out", str(out), "--seed", "3"])
+               "model.hidden=32", "model.depth=1", "train.progress=false", "--out", str(out), "--seed", "3", "--threads", "1"])
     assert rc == 0
     return out
 

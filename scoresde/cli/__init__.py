@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+import torch
+
 from .. import __version__
 from .common import VALID_KEYS, CLIError
 
@@ -22,6 +24,8 @@ def _common(p: argparse.ArgumentParser, seed_default: int | None = 0) -> None:
                    help="random seed: same seed, same result" + (f" (default {seed_default})" if seed_default is not None
                                                                   else " (default: the config's seed)"))
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available, else cpu)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default: torch's choice; 1 is often fastest for small models on busy machines)")
 
 
 def _sde_option(p: argparse.ArgumentParser, what: str) -> None:
@@ -127,6 +131,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        if getattr(args, "threads", None) is not None and args.command != "demo":
+            if args.threads < 1:
+                raise CLIError(f"--threads must be a positive integer, got {args.threads}")
+            torch.set_num_threads(args.threads)
         return args.run(args)
     except CLIError as err:
         msg = str(err)
