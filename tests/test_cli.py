@@ -212,3 +212,17 @@ def test_demo_quick_writes_a_complete_report(tmp_path, capsys):
 def test_selfcheck_passes(capsys):
     assert main(["selfcheck", "--paths", "2000"]) == 0
     assert "12/12 checks passed" in capsys.readouterr().out
+
+
+def test_comparison_plot_styles_exact_dashed_and_one_colour_per_sampler(tmp_path):
+    from scoresde.cli.comparison import plot_comparison
+
+    rows = [{"score": s, "sampler": m, "nfe": n, "sliced_w2": 1.0 / n + (s == "model"), "seconds": 0.01 * n}
+            for s in ("model", "exact") for m in ("euler_maruyama", "heun") for n in (10, 100)]
+    fig = plot_comparison(rows, tmp_path / "c.png", floor=0.05)
+    lines = {ln.get_label(): ln for ln in fig.axes[0].get_lines()}
+    assert lines["heun (exact score)"].get_linestyle() == "--" and lines["heun (model score)"].get_linestyle() == "-"
+    assert lines["heun (exact score)"].get_color() == lines["heun (model score)"].get_color()
+    assert lines["heun (exact score)"].get_color() != lines["euler_maruyama (exact score)"].get_color()
+    np.testing.assert_allclose(lines["heun (model score)"].get_ydata(), [1.1, 1.01])
+    assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
