@@ -226,3 +226,15 @@ def test_comparison_plot_styles_exact_dashed_and_one_colour_per_sampler(tmp_path
     assert lines["heun (exact score)"].get_color() != lines["euler_maruyama (exact score)"].get_color()
     np.testing.assert_allclose(lines["heun (model score)"].get_ydata(), [1.1, 1.01])
     assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_diverging_training_is_a_one_line_error(tmp_path, capsys):
+    """A learning rate that blows the loss up: the Trainer's message, exit 2, no traceback."""
+    rc = main(["train", "--config", str(ROOT / "configs/toy2d.yaml"), "train.lr=1e30", "train.steps=50",
+               "train.warmup_steps=0", "train.grad_clip=null", "train.progress=false", "model.hidden=8",
+               "model.depth=1", "--out", str(tmp_path / "r")])
+    err = capsys.readouterr().err
+    if rc == 0:
+        pytest.skip("the loss stayed finite at this learning rate")
+    assert rc == 2
+    assert_one_line_error(err, "training diverged")

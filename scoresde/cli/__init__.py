@@ -14,6 +14,9 @@ import sys
 import torch
 
 from .. import __version__
+from ..likelihood import ODESolveError
+from ..sampling import NonFiniteError
+from ..training import TrainingDivergedError
 from .common import VALID_KEYS, CLIError
 
 _FORMATTER = argparse.RawDescriptionHelpFormatter
@@ -138,7 +141,8 @@ def main(argv: list[str] | None = None) -> int:
         return args.run(args)
     except CLIError as err:
         msg = str(err)
-    except (ValueError, OSError, ImportError) as err:
+    except (ValueError, OSError, ImportError, NonFiniteError, TrainingDivergedError, ODESolveError) as err:
+        # bad values, files, a diverging solver or training: the message names what and where
         msg = str(err).splitlines()[0] if str(err) else type(err).__name__
     except KeyboardInterrupt:
         msg = "interrupted"

@@ -217,6 +217,20 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     return key.split("."), value
 
 
+def _numbers(value):
+    """YAML 1.1 reads ``1e-3`` (no dot) as a string: turn number-like strings into numbers."""
+    if isinstance(value, dict):
+        return {k: _numbers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_numbers(v) for v in value]
+    if isinstance(value, str):
+        try:
+            return float(value) if any(c in value for c in ".eE") else int(value)
+        except ValueError:
+            return value
+    return value
+
+
 def load_config(path: str | None, overrides: list[str]) -> dict[str, Any]:
     """DEFAULTS <- the YAML file <- ``key=value`` overrides; unknown keys are errors."""
     import yaml
@@ -232,13 +246,13 @@ def load_config(path: str | None, overrides: list[str]) -> dict[str, Any]:
             raise CLIError(f"config file {str(p)!r} is not valid YAML: {str(err).splitlines()[0]}") from None
         if not isinstance(loaded, dict):
             raise CLIError(f"config file {str(p)!r} must hold a mapping of keys, got {type(loaded).__name__}")
-        cfg = merge(cfg, loaded)
+        cfg = merge(cfg, _numbers(loaded))
     for item in overrides:
         keys, value = parse_override(item)
         node = cfg
         for k in keys[:-1]:
             node = node.setdefault(k, {})
-        node[keys[-1]] = value
+        node[keys[-1]] = _numbers(value)
     return cfg
 
 
