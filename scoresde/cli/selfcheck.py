@@ -1,21 +1,16 @@
-"""The ``scoresde`` command.
-
-``scoresde demo`` currently runs a self-check of the SDE library against exact answers (the
-training / sampling / likelihood demo replaces it once those parts land). Every failure is a
-one-line message and exit status 2, never a traceback.
-"""
+"""``scoresde selfcheck``: the SDE library against exact answers (closed-form vs numerical
+marginals, torchsde simulation vs the marginals, the mixture's score vs autograd)."""
 
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 
 import torch
 
-from . import __version__
-from .analytic import ring_mixture
-from .sde import VESDE, VPSDE, LinearSDE, SubVPSDE, torchsde_integrate
+from .. import __version__
+from ..analytic import ring_mixture
+from ..sde import VESDE, VPSDE, LinearSDE, SubVPSDE, torchsde_integrate
 
 
 def _self_check(seed: int, paths: int) -> list[tuple[str, str, float, float]]:
@@ -53,9 +48,8 @@ def _self_check(seed: int, paths: int) -> list[tuple[str, str, float, float]]:
     return rows
 
 
-def _demo(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     print(f"scoresde {__version__}: self-check of the SDE library against exact answers")
-    print("(the full demo, training and sampling a toy model, lands with the demo issue)\n")
     start = time.perf_counter()
     rows = _self_check(args.seed, args.paths)
     width = max(len(r[0]) for r in rows)
@@ -67,32 +61,3 @@ def _demo(args: argparse.Namespace) -> int:
         print(f"{name:<{width}}  {check:<48} {err:>10.2e} {tol:>8.0e}  {'yes' if ok else 'NO'}")
     print(f"\n{len(rows) - failed}/{len(rows)} checks passed in {time.perf_counter() - start:.1f} s")
     return 0 if failed == 0 else 1
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="scoresde", description="Score-based generative modelling with SDEs."
-    )
-    parser.add_argument("--version", action="version", version=f"scoresde {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    demo = sub.add_parser("demo", help="check the SDE library against exact answers")
-    demo.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    demo.add_argument(
-        "--paths", type=int, default=4000, help="Monte-Carlo paths per simulated SDE (default 4000)"
-    )
-    demo.set_defaults(run=_demo)
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        return args.run(args)
-    except (ValueError, OSError) as err:
-        print(f"scoresde {args.command}: error: {err}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())
