@@ -1,11 +1,9 @@
 """Held-out PF-ODE NLL of trained MLPs on the 2-D ring mixture against its exact density.
 
-Needs scoresde.likelihood (ss.log_likelihood); skipped only where that module is absent.
 Numbers measured on this recipe (300 held-out points, exact trace, the exact p_T as prior)
 are in benchmarks/RESULTS.md.
 """
 
-import importlib.util
 import math
 
 import pytest
@@ -13,11 +11,7 @@ import torch
 
 import scoresde as ss
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(importlib.util.find_spec("scoresde.likelihood") is None,
-                       reason="scoresde.likelihood (ss.log_likelihood) is not in this tree"),
-]
+pytestmark = pytest.mark.slow
 
 
 def heldout_gap(model, sde, gmm, n=300):
