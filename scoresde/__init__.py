@@ -6,7 +6,15 @@ samplers, probability-flow likelihoods and a denoising-score-matching trainer.
 
 from . import analytic, data, likelihood, models, sde, training
 from .data import MixtureDataset, ToyDataset, digits_dataset
-from .likelihood import BitsPerDimResult, LikelihoodResult, bits_per_dim, decode, encode, log_likelihood
+from .likelihood import (
+    BitsPerDimResult,
+    LikelihoodResult,
+    bits_per_dim,
+    decode,
+    encode,
+    evaluate_log_likelihood,
+    log_likelihood,
+)
 from .models import MLP, ScoreModel, UNet
 from .sde import SDE, VESDE, VPSDE, LinearSDE, ReverseSDE, SubVPSDE
 from .training import DSMLoss, SlicedScoreMatchingLoss, TrainConfig, Trainer
@@ -21,6 +29,7 @@ __all__ = [
     "VESDE",
     "ReverseSDE",
     "log_likelihood",
+    "evaluate_log_likelihood",
     "LikelihoodResult",
     "encode",
     "decode",

@@ -104,9 +104,16 @@ def setup(device: torch.device, *, timeout_s: float = 600.0) -> DistInfo:
     return DistInfo(dist.get_rank(), dist.get_world_size(), local_rank, owns_group=True)
 
 
-def shutdown(info: DistInfo) -> None:
-    """Destroy the process group if scoresde created it (idempotent)."""
+def shutdown(info: DistInfo, *, sync: bool = True) -> None:
+    """Destroy the process group if scoresde created it (idempotent).
+
+    ``sync``: first wait for every rank at a barrier, so no rank tears down its connections
+    while a peer still finishes the last collective (gloo aborts the peer otherwise). On an
+    error path pass False: a dead peer would never reach the barrier.
+    """
     if info.owns_group and dist.is_initialized():
+        if sync and info.enabled:
+            dist.barrier()
         dist.destroy_process_group()
 
 

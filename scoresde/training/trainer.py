@@ -442,7 +442,7 @@ class Trainer:
                     self.save()
         except BaseException:
             # a failed rank leaves the group cleanly; torchrun stops the others
-            self.close()
+            _dist.shutdown(self.dist, sync=False)
             raise
         finally:
             bar.close()
@@ -451,5 +451,8 @@ class Trainer:
         return self
 
     def close(self) -> None:
-        """Destroy the process group if this trainer created it (a no-op otherwise)."""
+        """Destroy the process group if this trainer created it (a no-op otherwise).
+
+        In a process group every rank calls it (it synchronises at a barrier first).
+        """
         _dist.shutdown(self.dist)
