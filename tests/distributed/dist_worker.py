@@ -82,6 +82,16 @@ def main(mode: str, out: Path) -> None:
             build(None, batch_size=BATCH + 1)
         except ValueError as err:
             info["indivisible_error"] = str(err)
+        # a loss without shard= (sliced score matching: double backward through DDP) keeps the
+        # replicas in sync; record a checksum of the weights per rank
+        sde = ss.VPSDE()
+        torch.manual_seed(0)
+        ssm_tr = ss.Trainer(ss.ScoreModel(ss.MLP(2, 16, 1), sde, data_std=4.0),
+                            ss.SlicedScoreMatchingLoss(sde, n_times=4, dt=0.05),
+                            ss.MixtureDataset(ss.analytic.ring_mixture(), 200, seed=0), None,
+                            steps=3, batch_size=BATCH, progress=False, seed=1).fit()
+        info["ssm_weights"] = [float(v.double().sum()) for v in ssm_tr.model.state_dict().values()]
+        info["ssm_step"] = ssm_tr.step
         # a NaN on rank 1 only must stop both ranks at the same step
         nan_tr = build(None, steps=5)
         inner = nan_tr.loss_fn

@@ -115,6 +115,9 @@ def test_only_rank0_writes_and_every_rank_stops_on_one_ranks_nan(two):
     # the NaN appeared on rank 1 only, at step 3; both ranks stopped there
     for i in info:
         assert i["nan_step"] == 2 and "loss is nan at step 3" in i["nan_error"]
+    # a loss without shard= (per-rank noise) still keeps the two replicas identical
+    assert info[0]["ssm_step"] == info[1]["ssm_step"] == 3
+    assert info[0]["ssm_weights"] == info[1]["ssm_weights"]
     # the trainer that created the process group destroyed it on close()
     assert [(two / f"rank{r}.closed").read_text() for r in (0, 1)] == ["True", "True"]
 
