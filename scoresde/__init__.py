@@ -6,7 +6,15 @@ samplers, probability-flow likelihoods and a denoising-score-matching trainer.
 
 from . import analytic, data, likelihood, metrics, models, sampling, sde, training
 from .data import MixtureDataset, ToyDataset, digits_dataset
-from .likelihood import BitsPerDimResult, LikelihoodResult, bits_per_dim, decode, encode, log_likelihood
+from .likelihood import (
+    BitsPerDimResult,
+    LikelihoodResult,
+    bits_per_dim,
+    decode,
+    encode,
+    evaluate_log_likelihood,
+    log_likelihood,
+)
 from .models import MLP, ScoreModel, UNet
 from .sampling import (
     NonFiniteError,
@@ -37,6 +45,7 @@ __all__ = [
     "classifier_guidance",
     "classifier_free_guidance",
     "log_likelihood",
+    "evaluate_log_likelihood",
     "LikelihoodResult",
     "encode",
     "decode",

@@ -2,12 +2,15 @@
 
 from .bits import BitsPerDimResult, bits_per_dim, dequantize
 from .core import LikelihoodResult, log_likelihood, nats_to_bits_per_dim
+from .distributed import DatasetLikelihood, evaluate_log_likelihood
 from .divergence import draw_probes, exact_divergence, hutchinson_divergence
 from .flow import ODESolveError, ProbabilityFlow
 from .maps import decode, encode
 
 __all__ = [
     "log_likelihood",
+    "evaluate_log_likelihood",
+    "DatasetLikelihood",
     "LikelihoodResult",
     "encode",
     "decode",

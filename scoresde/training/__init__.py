@@ -1,5 +1,6 @@
 """Score-matching losses, the ``Trainer`` (AdamW, EMA, AMP, logs, atomic checkpoints), EMA."""
 
+from . import distributed
 from .checkpoint import CheckpointError, latest_checkpoint, list_checkpoints, load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .ema import EMA
@@ -18,4 +19,5 @@ __all__ = [
     "load_checkpoint",
     "list_checkpoints",
     "latest_checkpoint",
+    "distributed",
 ]

@@ -50,6 +50,11 @@ class _Batches:
             size -= take
         return torch.cat(out)
 
+    @property
+    def draws_randomness(self) -> bool:
+        """Whether :meth:`fetch` may draw from its generator (a data set's ``train_batch``)."""
+        return not isinstance(self.data, Tensor) and hasattr(self.data, "train_batch")
+
     def fetch(self, idx: Tensor, generator: torch.Generator | None) -> Tensor:
         d = self.data
         if isinstance(d, Tensor):

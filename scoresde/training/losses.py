@@ -106,12 +106,35 @@ class DSMLoss:
         # uniform t: the weight is (T - eps) g^2 / sigma^2 so that the mean estimates the integral
         return t, (self.sde.T - self.eps) * self.sde.g(t).square() / sigma.square()
 
-    def __call__(self, model: Callable, x0: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    #: accepts ``shard=`` (see ``__call__``): a data-parallel run draws the global batch's noise
+    shardable = True
+
+    def __call__(
+        self,
+        model: Callable,
+        x0: Tensor,
+        generator: torch.Generator | None = None,
+        *,
+        shard: tuple[int, int] | None = None,
+    ) -> Tensor:
+        """Per-sample losses of ``x0``, shape ``(batch,)``.
+
+        ``shard=(start, total)``: ``x0`` holds rows ``[start, start + batch)`` of a global batch
+        of ``total``; the times and noise are drawn for all ``total`` rows (cheap next to the
+        network) and this shard's rows kept, so the shards of a data-parallel step see exactly
+        the noise a single process would draw for the whole batch.
+        """
         check_float_tensor("x0", x0)
         if x0.dim() < 1 or x0.shape[0] == 0:
             raise ValueError(f"x0 must have a non-empty batch dimension, got shape {tuple(x0.shape)}")
-        t, w = self.sample_t(x0.shape[0], x0, generator)
-        noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+        n = x0.shape[0]
+        start, total = (0, n) if shard is None else shard
+        if not (0 <= start and start + n <= total):
+            raise ValueError(f"shard must be (start, total) with 0 <= start and start + {n} <= total, got {shard!r}")
+        t, w = self.sample_t(total, x0, generator)
+        noise = torch.randn((total, *x0.shape[1:]), generator=generator, device=x0.device, dtype=x0.dtype)
+        rows = slice(start, start + n)
+        t, w, noise = t[rows], w[rows], noise[rows]
         alpha, sigma = (expand_to(v, x0) for v in self.sde.marginal(t))
         xt = alpha * x0 + sigma * noise
         eps_hat = model.eps(xt, t) if hasattr(model, "eps") else -sigma * model(xt, t)

@@ -18,6 +18,18 @@ the CPU (on GPUs up to the nondeterminism of some kernels).
 Outputs in ``out_dir``: ``config.json``, ``metrics.csv`` (step, loss, grad_norm, lr, seconds),
 ``eval.csv`` (the eval hook's numbers), ``checkpoints/step_XXXXXXXX.ckpt`` and TensorBoard
 events when the ``tensorboard`` package is installed.
+
+**Several processes** (``torchrun``; see :mod:`scoresde.training.distributed` and
+docs/distributed.md): the model is wrapped in ``DistributedDataParallel`` and each rank trains
+on its shard of every global batch of ``batch_size`` samples. What equals the single-process
+run: the data order; the loss noise and times when the loss accepts ``shard=`` (as
+:class:`~scoresde.training.DSMLoss` does: every rank draws the global batch's noise from the
+shared stream and keeps its rows); a data set's ``train_batch`` randomness (every rank fetches
+the global batch and keeps its rows); hence the losses and weights up to float rounding. What
+does not: losses without ``shard=`` (e.g. sliced score matching) draw per-rank noise seeded by
+:func:`~scoresde.training.distributed.rank_seed` (same distribution, other values) and the
+global RNG (dropout) is seeded per rank. Only rank 0 writes files; a NaN on any rank stops
+every rank at the same step.
 """
 
 from __future__ import annotations
@@ -35,6 +47,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from . import distributed as _dist
 from .batches import _Batches, _describe
 from .checkpoint import (
     CheckpointError,
@@ -94,20 +107,30 @@ class Trainer:
         params = list(model.parameters())
         if not params:
             raise ValueError("model has no parameters to train")
+        if device is None:
+            device = _dist.default_device()
         self.device = torch.device(device) if device is not None else params[0].device
         if cfg.amp and self.device.type != "cuda":
             raise ValueError(f"amp=True needs a CUDA device (mixed precision is CUDA-only here), got device {self.device}")
         self.config = cfg
+        self.dist = _dist.setup(self.device)
+        # the global batch is the user-facing number; each rank takes rows [start, stop)
+        self._shard = _dist.shard_range(cfg.batch_size, self.dist.rank, self.dist.world_size)
         self.model = model.to(self.device)
+        # what the loss calls: the model itself, or a view that runs it through DDP (whose
+        # constructor broadcasts rank 0's weights, so this precedes the EMA copy)
+        self._loss_model = _dist.DDPView(self.model, self.device) if self.dist.enabled else self.model
         self.loss_fn = loss_fn
         self.eval_fn = eval_fn
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.step = 0
         self.last_checkpoint: Path | None = None
 
-        torch.manual_seed(cfg.seed)  # global RNG: dropout and anything the loss draws without a generator
+        # global RNG: dropout and anything the loss draws without a generator (per rank in a group)
+        torch.manual_seed(cfg.seed if self.dist.rank == 0 else _dist.rank_seed(cfg.seed, self.dist.rank, 0))
         self.batches = _Batches(data, cfg.seed)
         self.generator = torch.Generator(device=self.device).manual_seed(cfg.seed + 1)
+        self._rank_generator = torch.Generator(device=self.device)  # re-seeded per step, see train_step
         self.optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: cfg.lr_factor(s))
         self.ema = EMA(self.model, cfg.ema_decay)
@@ -115,8 +138,9 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp and cfg.amp_dtype == "float16")
         self._param_dtype = params[0].dtype
         self._check_data_against_model()
+        self._shardable = bool(getattr(loss_fn, "shardable", False))
         self._tb = None
-        if self.out_dir is not None:
+        if self.out_dir is not None and self.dist.is_main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             atomic_write_bytes(self.out_dir / "config.json", json.dumps(self.config_dict(), indent=2).encode())
 
@@ -151,6 +175,7 @@ class Trainer:
             "model": getattr(self.model, "config", type(self.model).__name__),
             "loss": getattr(self.loss_fn, "config", type(self.loss_fn).__name__),
             "data": {"type": _describe(self.batches.data), "size": self.batches.n},
+            "world_size": self.dist.world_size,
         }
 
     def _to_device(self, x: Tensor) -> Tensor:
@@ -184,23 +209,53 @@ class Trainer:
                 self.scaler.load_state_dict(state["scaler"])
             self.batches.load_state_dict(state["data"])
             # RNG states are CPU byte tensors whatever map_location moved them to
-            torch.set_rng_state(state["rng"]["torch"].cpu())
             self.generator.set_state(state["rng"]["loss_generator"].cpu())
-            if "cuda" in state["rng"] and self.device.type == "cuda":
-                torch.cuda.set_rng_state(state["rng"]["cuda"].cpu(), self.device)
+            self._load_local_rng(state["rng"], int(state["step"]))
             self.step = int(state["step"])
         except (KeyError, RuntimeError, TypeError) as err:
             raise CheckpointError(f"checkpoint does not match this trainer/model: {type(err).__name__}: {err}") from err
 
+    def _local_rng(self) -> dict[str, Tensor]:
+        """This process's global RNG states (the index and loss streams are shared by all ranks)."""
+        rng = {"torch": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        return rng
+
+    def _load_local_rng(self, rng: dict[str, Any], step: int) -> None:
+        # RNG states are CPU byte tensors whatever map_location moved them to
+        mine = rng
+        per_rank = rng.get("per_rank")
+        if self.dist.enabled:
+            if per_rank is not None and len(per_rank) == self.dist.world_size:
+                mine = per_rank[self.dist.rank]
+            elif self.dist.rank != 0:  # written by another number of processes: derive a fresh seed
+                torch.manual_seed(_dist.rank_seed(self.config.seed, self.dist.rank, step))
+                return
+        torch.set_rng_state(mine["torch"].cpu())
+        if "cuda" in mine and self.device.type == "cuda":
+            torch.cuda.set_rng_state(mine["cuda"].cpu(), self.device)
+
     def save(self) -> Path:
-        """Write a checkpoint for the current step and prune old ones (keeps ``keep_checkpoints``)."""
+        """Write a checkpoint for the current step and prune old ones (keeps ``keep_checkpoints``).
+
+        In a process group every rank calls it (each rank's RNG state is gathered into the
+        file); rank 0 alone writes, then all ranks wait at a barrier so that no rank runs ahead
+        of a checkpoint that is not on disk yet.
+        """
         if self.out_dir is None:
             raise ValueError("out_dir is None: this trainer writes no checkpoints")
         ckpt_dir = self.out_dir / "checkpoints"
-        path = save_checkpoint(self.state_dict(), checkpoint_path(ckpt_dir, self.step))
+        path = checkpoint_path(ckpt_dir, self.step)
+        state = self.state_dict()
+        if self.dist.enabled:
+            state["rng"]["per_rank"] = _dist.gather_objects(self._local_rng(), self.dist)
+        if self.dist.is_main:
+            save_checkpoint(state, path)
+            for _, old in list_checkpoints(ckpt_dir)[: -self.config.keep_checkpoints]:
+                old.unlink(missing_ok=True)
+        _dist.barrier(self.dist)
         self.last_checkpoint = path
-        for _, old in list_checkpoints(ckpt_dir)[: -self.config.keep_checkpoints]:
-            old.unlink(missing_ok=True)
         return path
 
     def load(self, path: str | Path) -> None:
@@ -212,19 +267,35 @@ class Trainer:
         """Load the newest valid checkpoint in ``out_dir``; returns its step (0 if none).
 
         A newest file that fails verification is reported with a warning and skipped, so an
-        interrupted or damaged write falls back to the previous checkpoint.
+        interrupted or damaged write falls back to the previous checkpoint. In a process group
+        rank 0 makes that choice and broadcasts it, and every rank loads the same file (``out_dir``
+        must be on a file system all nodes see).
         """
         if self.out_dir is None:
             raise ValueError("out_dir is None: there is nothing to resume from")
-        for step, path in reversed(list_checkpoints(self.out_dir / "checkpoints")):
+        chosen = None
+        if self.dist.is_main:
+            for step, path in reversed(list_checkpoints(self.out_dir / "checkpoints")):
+                try:
+                    self.load(path)
+                except CheckpointError as err:
+                    warnings.warn(f"skipping checkpoint at step {step}: {err}", stacklevel=2)
+                    continue
+                chosen = str(path)
+                self._truncate_logs()
+                break
+        chosen = _dist.broadcast_object(chosen, self.dist)
+        if chosen is None:
+            return 0
+        if not self.dist.is_main:
             try:
-                self.load(path)
+                self.load(chosen)
             except CheckpointError as err:
-                warnings.warn(f"skipping checkpoint at step {step}: {err}", stacklevel=2)
-                continue
-            self._truncate_logs()
-            return self.step
-        return 0
+                raise CheckpointError(
+                    f"rank {self.dist.rank} cannot load the checkpoint rank 0 resumed from ({err}); "
+                    f"out_dir must be on a file system shared by all nodes"
+                ) from err
+        return self.step
 
     # ---- logs ------------------------------------------------------------------------------
     def _truncate_logs(self) -> None:
@@ -240,7 +311,7 @@ class Trainer:
                 csv.writer(f).writerows(kept)
 
     def _log(self, name: str, row: dict[str, float]) -> None:
-        if self.out_dir is None:
+        if self.out_dir is None or not self.dist.is_main:
             return
         path = self.out_dir / name
         new = not path.exists()
@@ -256,7 +327,7 @@ class Trainer:
 
     def _open_tensorboard(self) -> None:
         want = self.config.tensorboard
-        if self.out_dir is None or want is False or self._tb is not None:
+        if self.out_dir is None or want is False or self._tb is not None or not self.dist.is_main:
             return
         try:
             from torch.utils.tensorboard import SummaryWriter
@@ -268,18 +339,38 @@ class Trainer:
 
     # ---- the loop --------------------------------------------------------------------------
     def train_step(self) -> tuple[Tensor, Tensor]:
-        """One optimisation step; returns the (detached) loss and gradient norm."""
+        """One optimisation step; returns the (detached) loss and gradient norm.
+
+        In a process group the loss is the mean over all ranks (the global batch's loss) and
+        is the same number on every rank.
+        """
         cfg = self.config
-        x0 = self._to_device(self.batches.fetch(self.batches.indices(cfg.batch_size), self.generator))
+        idx = self.batches.indices(cfg.batch_size)
+        start, stop = self._shard
+        if self.dist.enabled and self.batches.draws_randomness:
+            # the data set draws from the shared stream: fetch the global batch on every rank
+            # so that the stream stays where a single process would have it
+            x0 = self.batches.fetch(idx, self.generator)[start:stop]
+        else:
+            x0 = self.batches.fetch(idx[start:stop], self.generator)
+        x0 = self._to_device(x0)
         self.model.train()
         with torch.autocast(self.device.type, dtype=self._amp_dtype, enabled=cfg.amp):
-            losses = self.loss_fn(self.model, x0, self.generator)
+            if not self.dist.enabled:
+                losses = self.loss_fn(self.model, x0, self.generator)
+            elif self._shardable:  # the loss draws the global batch's noise and keeps our rows
+                losses = self.loss_fn(self._loss_model, x0, self.generator, shard=(start, cfg.batch_size))
+            else:
+                gen = self._rank_generator.manual_seed(_dist.rank_seed(cfg.seed + 1, self.dist.rank, self.step))
+                losses = self.loss_fn(self._loss_model, x0, gen)
         if not isinstance(losses, Tensor) or losses.dim() > 1:
             raise ValueError(f"loss_fn must return per-sample losses of shape (batch,), got {getattr(losses, 'shape', losses)}")
         # reduce in at least float32 (half-precision losses under autocast), keep float64 as is
         loss = losses.mean() if losses.dtype in (torch.float32, torch.float64) else losses.float().mean()
-        if not bool(torch.isfinite(loss)):
-            raise TrainingDivergedError(self._diverged("loss", loss))
+        # the global loss: a NaN on any rank reaches every rank, so all of them stop together
+        global_loss = _dist.all_mean(loss.detach(), self.dist)
+        if not bool(torch.isfinite(global_loss)):
+            raise TrainingDivergedError(self._diverged("loss", global_loss))
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.unscale_(self.optimizer)
@@ -293,7 +384,7 @@ class Trainer:
         self.scheduler.step()
         self.ema.update(self.model)
         self.step += 1
-        return loss.detach(), gnorm.detach()
+        return global_loss, gnorm.detach()
 
     def _diverged(self, what: str, value: Tensor) -> str:
         last = f"the last good checkpoint is {str(self.last_checkpoint)!r}" if self.last_checkpoint else "no checkpoint was written"
@@ -322,7 +413,8 @@ class Trainer:
         if isinstance(total, bool) or not isinstance(total, int) or total < 0:
             raise ValueError(f"steps must be a non-negative integer, got {total!r}")
         self._open_tensorboard()
-        bar = tqdm(total=total, initial=min(self.step, total), disable=not cfg.progress, desc="training", dynamic_ncols=True)
+        bar = tqdm(total=total, initial=min(self.step, total), disable=not (cfg.progress and self.dist.is_main),
+                   desc="training", dynamic_ncols=True)
         start = time.perf_counter()
         loss_sum, count = 0.0, 0
         try:
@@ -348,8 +440,19 @@ class Trainer:
                     (cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0) or self.step == total
                 ):
                     self.save()
+        except BaseException:
+            # a failed rank leaves the group cleanly; torchrun stops the others
+            _dist.shutdown(self.dist, sync=False)
+            raise
         finally:
             bar.close()
             if self._tb is not None:
                 self._tb.flush()
         return self
+
+    def close(self) -> None:
+        """Destroy the process group if this trainer created it (a no-op otherwise).
+
+        In a process group every rank calls it (it synchronises at a barrier first).
+        """
+        _dist.shutdown(self.dist)
