@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import time
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from ..likelihood import log_likelihood
 from ..sampling import sample
 from ..sde import VPSDE, LinearSDE
 from ..training import DSMLoss, SlicedScoreMatchingLoss, TrainConfig, Trainer
+from ..training.distributed import shutdown
 from .common import (
     CLIError,
     atomic_file,
@@ -56,7 +58,9 @@ def train(args: argparse.Namespace) -> int:
         TrainConfig(**{k: (tuple(v) if k == "betas" else v) for k, v in cfg["train"].items() if k in train_keys}).validate()
     except (TypeError, ValueError) as err:
         raise CLIError(f"bad train config: {err}") from None
-    device = resolve_device(cfg["device"])
+    # under torchrun with no device given, the Trainer puts each rank on cuda:LOCAL_RANK (or cpu)
+    launched = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    device = None if launched and cfg["device"] is None else resolve_device(cfg["device"])
     out = check_writable_dir(cfg["out"])
     torch.manual_seed(int(cfg["seed"]))
     sde = build_sde(cfg["sde"])
@@ -68,11 +72,18 @@ def train(args: argparse.Namespace) -> int:
     else:  # no closed-form kernel: sliced score matching on simulated x_t
         loss = SlicedScoreMatchingLoss(sde)
     trainer = Trainer(model, loss, data, out, device=device, **{**cfg["train"], "betas": tuple(cfg["train"]["betas"])})
-    start = trainer.resume() if args.resume else 0
-    print(f"training {type(model.net).__name__} on {cfg['data']['name']} {shape} under {sde!r}"
-          f"{f', resumed at step {start}' if start else ''}; writing to {out}")
-    trainer.fit()
-    print(f"done: {trainer.step} steps; checkpoint {trainer.last_checkpoint}")
+    try:
+        start = trainer.resume() if args.resume else 0
+        say = print if trainer.dist.is_main else (lambda *a, **k: None)  # one report, from rank 0
+        say(f"training {type(model.net).__name__} on {cfg['data']['name']} {shape} under {sde!r}"
+            f"{f', resumed at step {start}' if start else ''}"
+            f"{f' on {trainer.dist.world_size} processes' if trainer.dist.enabled else ''}; writing to {out}")
+        trainer.fit()
+        say(f"done: {trainer.step} steps; checkpoint {trainer.last_checkpoint}")
+    except BaseException:
+        shutdown(trainer.dist, sync=False)  # a failed peer would never reach close()'s barrier
+        raise
+    trainer.close()
     return 0
 
 

@@ -34,9 +34,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def torchrun(mode: str, out: Path, expect_ok: bool = True) -> subprocess.CompletedProcess:
+def launch(args: list[str], what: str, expect_ok: bool = True) -> subprocess.CompletedProcess:
+    """``torchrun --nproc_per_node=2 ARGS`` on 127.0.0.1, killed with its workers after a timeout."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--nnodes=1",
-           "--master_addr=127.0.0.1", f"--master_port={free_port()}", str(WORKER), mode, str(out)]
+           "--master_addr=127.0.0.1", f"--master_port={free_port()}", *args]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)  # own process group: a timeout kills the workers too
@@ -45,10 +46,14 @@ def torchrun(mode: str, out: Path, expect_ok: bool = True) -> subprocess.Complet
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.communicate()
-        pytest.fail(f"torchrun {mode} did not finish within {LAUNCH_TIMEOUT_S} s")
+        pytest.fail(f"torchrun {what} did not finish within {LAUNCH_TIMEOUT_S} s")
     if expect_ok and proc.returncode != 0:
-        pytest.fail(f"torchrun {mode} failed (exit {proc.returncode}):\n{log[-4000:]}")
+        pytest.fail(f"torchrun {what} failed (exit {proc.returncode}):\n{log[-4000:]}")
     return subprocess.CompletedProcess(cmd, proc.returncode, log)
+
+
+def torchrun(mode: str, out: Path, expect_ok: bool = True) -> subprocess.CompletedProcess:
+    return launch([str(WORKER), mode, str(out)], mode, expect_ok)
 
 
 def losses(run_dir: Path) -> torch.Tensor:
@@ -204,3 +209,17 @@ def test_evaluate_log_likelihood_chunks_equal_plain_calls():
         ss.evaluate_log_likelihood(gmm.score_fn(sde), sde, x, batch_size=0)
     with pytest.raises(ValueError, match="generator is not accepted"):
         ss.evaluate_log_likelihood(gmm.score_fn(sde), sde, x, generator=torch.Generator())
+
+
+@pytest.mark.slow
+def test_scoresde_train_command_runs_under_torchrun(tmp_path):
+    """`torchrun --nproc_per_node=2 -m scoresde train --config ...` works as is: one report, one
+    set of files (rank 0), the run's config records both processes."""
+    out = tmp_path / "run"
+    proc = launch(["-m", "scoresde", "train", "--config", str(ROOT / "configs" / "toy2d.yaml"),
+                   "train.steps=20", "train.batch_size=64", "train.progress=false",
+                   "train.checkpoint_every=10", f"out={out}"], "scoresde train")
+    assert proc.stdout.count("on 2 processes; writing to") == 1, proc.stdout
+    assert proc.stdout.count("done: 20 steps") == 1, proc.stdout
+    assert [step for step, _ in list_checkpoints(out / "checkpoints")] == [10, 20]
+    assert json.loads((out / "config.json").read_text())["world_size"] == 2
