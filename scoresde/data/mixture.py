@@ -12,12 +12,12 @@ import math
 
 import torch
 from torch import Tensor
-from torch.utils.data import Dataset
 
 from ..analytic import GaussianMixture
+from .images import TensorData
 
 
-class MixtureDataset(Dataset):
+class MixtureDataset(TensorData):
     """``n`` samples of ``gmm`` drawn with ``seed`` (in ``dtype``), plus its exact density."""
 
     def __init__(self, gmm: GaussianMixture, n: int = 10_000, *, seed: int = 0, dtype: torch.dtype = torch.float32):
@@ -26,16 +26,7 @@ class MixtureDataset(Dataset):
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ValueError(f"n must be a positive integer, got {n!r}")
         self.gmm = gmm
-        self.data = gmm.sample(n, generator=torch.Generator(device=gmm.means.device).manual_seed(seed)).to(dtype)
-
-    def __len__(self) -> int:
-        return self.data.shape[0]
-
-    def __getitem__(self, i) -> Tensor:
-        return self.data[i]
-
-    def train_batch(self, idx: Tensor, generator=None) -> Tensor:
-        return self.data[idx]
+        super().__init__(gmm.sample(n, generator=torch.Generator(device=gmm.means.device).manual_seed(seed)).to(dtype))
 
     def log_prob(self, x: Tensor) -> Tensor:
         """Exact :math:`\\log p_0(x)` of the clean mixture in nats, shape ``x.shape[:-1]`` (float64)."""

@@ -11,7 +11,8 @@ import math
 
 import torch
 from torch import Tensor
-from torch.utils.data import Dataset
+
+from .images import TensorData
 
 TOY_NAMES = ("swiss_roll", "moons", "8gaussians", "checkerboard", "pinwheel", "rings")
 
@@ -85,19 +86,10 @@ def toy_sample(name: str, n: int, *, generator: torch.Generator | None = None, s
     return x
 
 
-class ToyDataset(Dataset):
+class ToyDataset(TensorData):
     """A fixed draw of ``n`` points of a toy 2-D set (see :func:`toy_sample`)."""
 
     def __init__(self, name: str, n: int = 10_000, *, seed: int = 0, noise: float | None = None,
                  dtype: torch.dtype = torch.float32):
         self.name = name
-        self.data = toy_sample(name, n, seed=seed, noise=noise, dtype=dtype)
-
-    def __len__(self) -> int:
-        return self.data.shape[0]
-
-    def __getitem__(self, i) -> Tensor:
-        return self.data[i]
-
-    def train_batch(self, idx: Tensor, generator=None) -> Tensor:
-        return self.data[idx]
+        super().__init__(toy_sample(name, n, seed=seed, noise=noise, dtype=dtype))

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from ..sde import SDE
-from ..sde._checks import check_float_tensor
+from ..sde._checks import check_float_tensor, check_positive
 
 ADAPTIVE_METHODS = ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun")
 
@@ -41,13 +41,8 @@ def check_sde(sde: SDE) -> SDE:
 
 
 def check_tolerance(name: str, value) -> float:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a positive number, got {value!r}") from None
-    if not math.isfinite(v) or v <= 0:
-        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
-    return v
+    """A solver tolerance: a positive finite number."""
+    return check_positive(name, value)
 
 
 def check_positive_int(name: str, value, allow_none: bool = False):
