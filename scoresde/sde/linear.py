@@ -233,7 +233,7 @@ class LinearSDE(SDE):
         """Cubic Hermite interpolation of the grid's node ``values`` with node ``slopes``."""
         nodes = self._nodes_on(t.device)
         y, dy, grid = nodes[values], nodes[slopes], nodes["t"]
-        t64 = t.to(torch.float64)
+        t64 = t.to(torch.float64).contiguous()  # searchsorted copies (and warns) otherwise
         i = (torch.searchsorted(grid, t64, right=True) - 1).clamp(0, grid.numel() - 2)
         h = grid[i + 1] - grid[i]
         s = (t64 - grid[i]) / h
