@@ -16,7 +16,7 @@ checkpoint, so a run resumed from a checkpoint reproduces the uninterrupted run 
 the CPU (on GPUs up to the nondeterminism of some kernels).
 
 Outputs in ``out_dir``: ``config.json``, ``metrics.csv`` (step, loss, grad_norm, lr, seconds),
-``eval.csv`` (the eval hook's numbers), ``checkpoints/step_XXXXXXXX.ckpt`` and TensorBoard
+``eval.csv`` (the eval hook's numbers), ``checkpoints/step_<8-digit step>.ckpt`` and TensorBoard
 events when the ``tensorboard`` package is installed.
 
 **Several processes** (``torchrun``; see :mod:`scoresde.training.distributed` and
