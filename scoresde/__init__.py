@@ -9,11 +9,13 @@ from .data import MixtureDataset, ToyDataset, digits_dataset
 from .likelihood import (
     BitsPerDimResult,
     LikelihoodResult,
+    NLLBound,
     bits_per_dim,
     decode,
     encode,
     evaluate_log_likelihood,
     log_likelihood,
+    nll_bound,
 )
 from .models import MLP, ScoreModel, UNet
 from .sampling import (
@@ -47,6 +49,8 @@ __all__ = [
     "log_likelihood",
     "evaluate_log_likelihood",
     "LikelihoodResult",
+    "nll_bound",
+    "NLLBound",
     "encode",
     "decode",
     "bits_per_dim",

@@ -77,10 +77,14 @@ def test_sample_writes_npz_and_plot_reproducibly(trained_run, tmp_path, capsys):
 def test_likelihood_reports_nll_next_to_the_true_one(trained_run, tmp_path, capsys):
     out = tmp_path / "ll.json"
     assert main(["likelihood", "--checkpoint", str(trained_run), "--n", "8", "--rtol", "1e-3", "--atol", "1e-3",
-                 "--json", str(out)]) == 0
+                 "--sde-bound", "64", "--json", str(out)]) == 0
     res = json.loads(out.read_text())
     assert res["n"] == 8 and np.isfinite(res["nll_nats"]) and np.isfinite(res["true_nll_nats"])
-    assert "true NLL" in capsys.readouterr().out
+    assert np.isfinite(res["sde_bound_nats"]) and res["sde_bound_samples"] == 64
+    printed = capsys.readouterr().out
+    assert "true NLL" in printed and "reverse-SDE model: NLL <=" in printed
+    assert main(["likelihood", "--checkpoint", str(trained_run), "--n", "4", "--sde-bound", "-3"]) == 2
+    assert "--sde-bound: samples must be a positive integer" in capsys.readouterr().err
     assert main(["likelihood", "--checkpoint", str(trained_run), "--n", "4", "--trace", "hutchinson",
                  "--rtol", "1e-3", "--atol", "1e-3"]) == 0
 

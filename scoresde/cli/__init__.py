@@ -97,6 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rtol", type=float, default=1e-5, help="ODE solver relative tolerance (default 1e-5)")
     p.add_argument("--atol", type=float, default=1e-5, help="ODE solver absolute tolerance (default 1e-5)")
     p.add_argument("--chunk-size", type=int, default=None, help="bound memory: directions per backward pass")
+    p.add_argument("--sde-bound", type=int, default=0, metavar="SAMPLES",
+                   help="also the reverse-SDE model's NLL upper bound (nll_bound) with SAMPLES Monte-Carlo "
+                        "draws per point (default 0: off; linear SDEs only)")
     p.add_argument("--json", default=None, metavar="FILE", help="also write the numbers to a JSON file")
     _sde_option(p, "replace the checkpoint's SDE")
     _common(p)

@@ -1,6 +1,8 @@
-"""Log-likelihoods through the probability-flow ODE: trace estimators, bits/dim, encode/decode."""
+"""Log-likelihoods through the probability-flow ODE (trace estimators, bits/dim, encode/decode) and
+the variational bound on the reverse-SDE model's NLL."""
 
 from .bits import BitsPerDimResult, bits_per_dim, dequantize
+from .bound import NLLBound, nll_bound
 from .core import LikelihoodResult, log_likelihood, nats_to_bits_per_dim
 from .distributed import DatasetLikelihood, evaluate_log_likelihood
 from .divergence import draw_probes, exact_divergence, hutchinson_divergence
@@ -12,6 +14,8 @@ __all__ = [
     "evaluate_log_likelihood",
     "DatasetLikelihood",
     "LikelihoodResult",
+    "nll_bound",
+    "NLLBound",
     "encode",
     "decode",
     "bits_per_dim",
