@@ -14,7 +14,10 @@ from torch import Tensor
 from ..sde import SDE
 from ..sde._checks import check_float_tensor, check_positive
 
+#: torchdiffeq's adaptive methods (rtol/atol and a step budget); the fixed-step ones take one
+#: step per interval of the output times (the ODE sampler offers both, the likelihood adaptive only).
 ADAPTIVE_METHODS = ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun")
+FIXED_METHODS = ("euler", "midpoint", "heun2", "heun3", "rk4", "explicit_adams", "implicit_adams")
 
 
 def check_data(name: str, x: Tensor) -> Tensor:

@@ -24,6 +24,7 @@ import torchdiffeq
 from torch import Tensor
 
 from ..sde import SDE, VESDE, LinearSDE, ScoreFn, call_score
+from ._checks import ADAPTIVE_METHODS
 from .clock import clock_for
 from .divergence import exact_divergence, hutchinson_divergence
 
@@ -31,13 +32,20 @@ TRACE_TYPES = ("exact", "hutchinson")
 
 
 class ODESolveError(RuntimeError):
-    """The probability-flow solve failed: step budget exhausted, step size underflow or NaN."""
+    """The probability-flow solve failed: step budget exhausted, step size underflow or NaN.
+
+    ``reason`` says which: ``"max_steps"``, ``"non_finite"`` or ``"step_underflow"``.
+    """
+
+    def __init__(self, message: str, reason: str):
+        super().__init__(message)
+        self.reason = reason
 
 
 class ProbabilityFlow:
     r"""The right-hand side :math:`(u, x) \mapsto v(x, t)\,dt/du`, optionally with its divergence.
 
-    ``u`` is the integration variable of :func:`clock_for` (``t`` itself except for VE); the
+    ``u`` is the integration variable of :func:`clock_for` (set by :func:`solve_path`); the
     factor :math:`dt/du` is folded into the scalar coefficients, so it costs nothing per element.
 
     Args:
@@ -82,6 +90,9 @@ class ProbabilityFlow:
             if f is None:
                 return lambda y: -half_g2 * call_score(score_fn, y, tb)
             return lambda y: f * y - half_g2 * call_score(score_fn, y, tb)
+        if sde.state_dependent_diffusion:  # sampling only (the likelihood refuses these SDEs)
+            pf = sde.reverse(score_fn, probability_flow=True)  # includes the -1/2 d(g^2)/dx term
+            return lambda y: pf.drift(y, tb) if scale is None else scale * pf.drift(y, tb)
         # g depends on t only, so g^2 is a constant of the field (computed outside any transform)
         g2 = torch.broadcast_to(sde.diffusion(x, tb), x.shape).square()
         if scale is None:
@@ -116,11 +127,16 @@ class ProbabilityFlow:
         return out, div
 
 
-def solve(
+def solve(system: ProbabilityFlow, state, t0: float, t1: float, **kwargs):
+    """Integrate ``system`` from ``t0`` to ``t1``; return the state at ``t1`` (see :func:`solve_path`)."""
+    path = solve_path(system, state, [t0, t1], **kwargs)
+    return tuple(p[-1] for p in path) if isinstance(path, tuple) else path[-1]
+
+
+def solve_path(
     system: ProbabilityFlow,
     state,
-    t0: float,
-    t1: float,
+    times,
     *,
     like: Tensor,
     method: str,
@@ -130,13 +146,17 @@ def solve(
     progress: bool = False,
     desc: str = "PF-ODE",
 ):
-    """Integrate ``system`` from ``t0`` to ``t1`` with torchdiffeq; return the state at ``t1``.
+    """Integrate ``system`` through the monotone ``times`` (floats) with torchdiffeq; return the
+    states at all of them, stacked along a new first dimension (as ``torchdiffeq.odeint``).
 
-    The solver steps in the variable of :func:`clock_for` (``t`` itself except for VE).
-    Failures come back as :class:`ODESolveError` naming the time the solver had reached.
+    The solver steps in the variable of :func:`clock_for` (``t``, or VE's sigma towards noise).
+    Adaptive methods are controlled by ``rtol``/``atol``/``max_steps``; fixed-step methods take
+    one step per interval of ``times``. Failures come back as :class:`ODESolveError` naming the
+    time the solver had reached.
     """
-    clock = system.clock
-    times = torch.tensor([clock.u(t0), clock.u(t1)], dtype=like.dtype, device=like.device)
+    t0, t1 = float(times[0]), float(times[-1])
+    clock = system.clock = clock_for(system.sde, towards_noise=t1 > t0)
+    times = torch.tensor([clock.u(float(t)) for t in times], dtype=like.dtype, device=like.device)
     system.t_lo, system.t_hi = min(t0, t1), max(t0, t1)
     guarded = _Guarded(system, like.shape)
     func, bar = guarded, None
@@ -159,7 +179,7 @@ def solve(
             func, state, times, rtol=rtol, atol=atol, method=method,
             # step_t: land a step exactly on t1 rather than stepping past it and interpolating,
             # so the score is never evaluated outside [eps, T]
-            options={"max_num_steps": max_steps, "step_t": times[1:]},
+            options={"max_num_steps": max_steps, "step_t": times[-1:]} if method in ADAPTIVE_METHODS else None,
         )
     except AssertionError as err:  # torchdiffeq signals its failures by assert
         msg = str(err)
@@ -167,24 +187,24 @@ def solve(
         if "max_num_steps" in msg:
             raise ODESolveError(
                 f"the PF-ODE solve exceeded max_steps={max_steps} steps on [{t0:g}, {t1:g}] "
-                f"(reached t={reached}); increase max_steps or loosen rtol/atol"
+                f"(reached t={reached}); increase max_steps or loosen rtol/atol", "max_steps"
             ) from None
         bad = _bad_time(system)
         if bad is not None:
             raise ODESolveError(
-                f"the PF-ODE drift became non-finite (NaN or inf) at t={bad:.6g} on [{t0:g}, {t1:g}]"
+                f"the PF-ODE drift became non-finite (NaN or inf) at t={bad:.6g} on [{t0:g}, {t1:g}]", "non_finite"
             ) from None
-        raise ODESolveError(f"the PF-ODE solve failed at t={reached} on [{t0:g}, {t1:g}]: {msg}") from None
+        raise ODESolveError(f"the PF-ODE solve failed at t={reached} on [{t0:g}, {t1:g}]: {msg}",
+                            "step_underflow") from None
     finally:
         if bar is not None:
             bar.close()
-    final = tuple(s[-1] for s in sol) if isinstance(sol, tuple) else sol[-1]
-    outs = final if isinstance(final, tuple) else (final,)
-    if not all(bool(torch.isfinite(o).all()) for o in outs):
+    final = tuple(s[-1] for s in sol) if isinstance(sol, tuple) else (sol[-1],)
+    if not all(bool(torch.isfinite(o).all()) for o in final):  # one host read, after the solve
         bad = _bad_time(system)
         where = f"at t={bad:.6g}" if bad is not None else f"by t={t1:g}"
-        raise ODESolveError(f"the PF-ODE solution became non-finite (NaN or inf) {where}")
-    return final
+        raise ODESolveError(f"the PF-ODE solution became non-finite (NaN or inf) {where}", "non_finite")
+    return sol
 
 
 def _reached(system: ProbabilityFlow) -> str:

@@ -20,7 +20,7 @@ from .dpm_solver import DPMSolver
 from .grids import time_grid
 from .heun import Heun
 from .langevin import AnnealedLangevin, PredictorCorrector
-from .ode import ProbabilityFlowODE, pf_ode_solve
+from .ode import ProbabilityFlowODE
 from .sde_solvers import Ancestral, EulerMaruyama, ReverseDiffusion
 from .torchsde_sampler import TorchsdeSampler
 
@@ -44,7 +44,6 @@ __all__ = [
     "Heun",
     "DPMSolver",
     "TorchsdeSampler",
-    "pf_ode_solve",
     "classifier_guidance",
     "classifier_free_guidance",
 ]

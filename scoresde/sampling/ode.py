@@ -1,28 +1,28 @@
-r"""The probability-flow ODE (Song et al. 2021, eq. 13) solved with torchdiffeq:
+r"""The ODE sampler: the probability-flow ODE (Song et al. 2021, eq. 13) from the prior to the data,
 
-.. math:: \frac{dx}{dt} = f(x,t) - \tfrac12 g(t)^2\, s_\theta(x,t).
+.. math:: \frac{dx}{dt} = f(x,t) - \tfrac12 g(t)^2\, s_\theta(x,t),
 
-Its solution map is deterministic and invertible: it carries :math:`p_{t_0}` to :math:`p_{t_1}` in
-either direction, so the same code samples (T to eps) and encodes (eps to T).
+integrated by the same torchdiffeq system as the likelihood and ``encode``/``decode``
+(:mod:`scoresde.likelihood.flow`), with fixed-step methods added for equal-cost comparisons.
 """
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
-from torchdiffeq import odeint
 
-from ..sde import SDE
-from .base import NonFiniteError, Sampler, ScoreFn, SolveContext, check_int, register
+from ..likelihood._checks import ADAPTIVE_METHODS, FIXED_METHODS
+from ..likelihood.flow import ODESolveError, ProbabilityFlow, solve_path
+from .base import NonFiniteError, Sampler, SolveContext, check_int, register
 
-ADAPTIVE = {"dopri5": 5, "dopri8": 8, "bosh3": 3, "fehlberg2": 2, "adaptive_heun": 2}
-FIXED = {"euler": 1, "midpoint": 2, "heun2": 2, "heun3": 3, "rk4": 4, "explicit_adams": 4, "implicit_adams": 4}
+ORDER = {"dopri5": 5, "dopri8": 8, "bosh3": 3, "fehlberg2": 2, "adaptive_heun": 2,
+         "euler": 1, "midpoint": 2, "heun2": 2, "heun3": 3, "rk4": 4, "explicit_adams": 4, "implicit_adams": 4}
 
 
 def _check_method(method: str) -> str:
-    if method not in ADAPTIVE and method not in FIXED:
+    if method not in ORDER:
         raise ValueError(
-            f"method must be a torchdiffeq solver, one of {sorted(ADAPTIVE) + sorted(FIXED)}, got {method!r}"
+            f"method must be a torchdiffeq solver, one of {sorted(ADAPTIVE_METHODS) + sorted(FIXED_METHODS)}, "
+            f"got {method!r}"
         )
     return method
 
@@ -35,72 +35,6 @@ def _check_tol(name: str, value) -> float:
     if not (v > 0 and v < 1):
         raise ValueError(f"{name} must lie in (0, 1), got {value!r}")
     return v
-
-
-def _solve(ctx_score: ScoreFn, sde: SDE, x: Tensor, times: Tensor, method: str, rtol: float,
-           atol: float, max_steps: int) -> tuple[Tensor, Tensor]:
-    """Integrate the PF-ODE through ``times``; returns (states at ``times``, last time evaluated)."""
-    pf = sde.reverse(ctx_score, probability_flow=True)
-    last_t = torch.full((), float("nan"), dtype=x.dtype, device=x.device)
-
-    def rhs(t: Tensor, y: Tensor) -> Tensor:
-        nonlocal last_t
-        last_t = t.detach()
-        return pf.drift(y, t.expand(y.shape[0]))
-
-    # The score may only be evaluated inside [0, T]: step_t makes the solver land on the last time
-    # instead of stepping past it and interpolating, and an explicit first_step skips torchdiffeq's
-    # initial-step probe, which evaluates the function at a guessed (possibly outside) time.
-    span = (times[-1] - times[0]).abs()
-    options = (
-        {"max_num_steps": max_steps, "step_t": times[-1:], "first_step": span * 1e-3}
-        if method in ADAPTIVE else None
-    )
-    try:
-        ys = odeint(rhs, x, times, method=method, rtol=rtol, atol=atol, options=options)
-    except AssertionError as err:  # torchdiffeq reports NaN as a dt underflow, and the step budget
-        t_reached = float(last_t)
-        if "max_num_steps" in str(err):
-            raise RuntimeError(
-                f"the adaptive ODE solver ({method}) reached its maximum number of steps "
-                f"({max_steps}) at t={t_reached:.6g}; increase max_steps or loosen rtol/atol"
-            ) from None
-        raise NonFiniteError(
-            f"the ODE solver ({method}) failed at t={t_reached:.6g} (step size underflow: the "
-            f"state or score_fn became non-finite, or the ODE is too stiff): {err}"
-        ) from None
-    return ys, last_t
-
-
-def pf_ode_solve(
-    score_fn: ScoreFn,
-    sde: SDE,
-    x: Tensor,
-    t_from: float,
-    t_to: float,
-    *,
-    method: str = "dopri5",
-    rtol: float = 1e-5,
-    atol: float = 1e-5,
-    steps: int | None = None,
-    max_steps: int = 100_000,
-) -> Tensor:
-    """Carry ``x`` at time ``t_from`` to time ``t_to`` along the probability-flow ODE.
-
-    ``t_to > t_from`` encodes (data towards noise), ``t_to < t_from`` decodes. Adaptive methods use
-    ``rtol``/``atol``; fixed-step methods take ``steps`` uniform steps.
-    """
-    _check_method(method)
-    for name, v in (("t_from", t_from), ("t_to", t_to)):
-        if not 0 <= float(v) <= sde.T:
-            raise ValueError(f"{name} must lie in [0, T] = [0, {sde.T:g}], got {v!r}")
-    if method in FIXED:
-        steps = check_int("steps", steps if steps is not None else 100)
-        times = torch.linspace(float(t_from), float(t_to), steps + 1, dtype=x.dtype, device=x.device)
-    else:
-        times = torch.tensor([float(t_from), float(t_to)], dtype=x.dtype, device=x.device)
-    ys, _ = _solve(score_fn, sde, x, times, method, rtol, atol, max_steps)
-    return ys[-1]
 
 
 @register
@@ -127,8 +61,8 @@ class ProbabilityFlowODE(Sampler):
         self.rtol = _check_tol("rtol", rtol)
         self.atol = _check_tol("atol", atol)
         self.max_steps = check_int("max_steps", max_steps)
-        self.order = float(ADAPTIVE.get(method) or FIXED[method])
-        self.adaptive = method in ADAPTIVE
+        self.order = float(ORDER[method])
+        self.adaptive = method in ADAPTIVE_METHODS
 
     def options(self) -> dict:
         return dict(method=self.method, rtol=self.rtol, atol=self.atol)
@@ -139,7 +73,16 @@ class ProbabilityFlowODE(Sampler):
         return 100 if steps is None else steps
 
     def solve(self, ctx: SolveContext, x: Tensor, times: Tensor) -> Tensor:
-        ys, _ = _solve(ctx.score_fn, ctx.sde, x, times, self.method, self.rtol, self.atol, self.max_steps)
+        # The likelihood's PF-ODE system and solve: one integrator for encode, decode and sampling
+        # (VE steps in its noise level there). The output times are read once, before the solve.
+        system = ProbabilityFlow(ctx.score_fn, ctx.sde)
+        try:
+            ys = solve_path(system, x, times.tolist(), like=x, method=self.method, rtol=self.rtol,
+                            atol=self.atol, max_steps=self.max_steps)
+        except ODESolveError as err:
+            if err.reason != "max_steps":  # NaN/inf, or a step-size underflow (usually NaN too)
+                raise NonFiniteError(f"the ODE sampler ({self.method}): {err}") from None
+            raise
         # the ODE is solved in one call: hand the intermediate states to the context afterwards
         for i in range(1, len(times) - 1):
             ctx.step_done(ys[i], times[i])
