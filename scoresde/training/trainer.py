@@ -34,7 +34,6 @@ every rank at the same step.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
 import time
@@ -59,6 +58,7 @@ from .checkpoint import (
 )
 from .config import TrainConfig
 from .ema import EMA
+from .run_log import RunLog
 
 FORMAT_VERSION = 1
 
@@ -139,7 +139,7 @@ class Trainer:
         self._param_dtype = params[0].dtype
         self._check_data_against_model()
         self._shardable = bool(getattr(loss_fn, "shardable", False))
-        self._tb = None
+        self.run_log = RunLog(self.out_dir, writer=self.dist.is_main, tensorboard=cfg.tensorboard)
         if self.out_dir is not None and self.dist.is_main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             atomic_write_bytes(self.out_dir / "config.json", json.dumps(self.config_dict(), indent=2).encode())
@@ -282,7 +282,7 @@ class Trainer:
                     warnings.warn(f"skipping checkpoint at step {step}: {err}", stacklevel=2)
                     continue
                 chosen = str(path)
-                self._truncate_logs()
+                self.run_log.truncate_after(self.step)
                 break
         chosen = _dist.broadcast_object(chosen, self.dist)
         if chosen is None:
@@ -296,46 +296,6 @@ class Trainer:
                     f"out_dir must be on a file system shared by all nodes"
                 ) from err
         return self.step
-
-    # ---- logs ------------------------------------------------------------------------------
-    def _truncate_logs(self) -> None:
-        """Drop log rows written after the resumed step (they will be produced again)."""
-        for name in ("metrics.csv", "eval.csv"):
-            path = self.out_dir / name
-            if not path.exists():
-                continue
-            with open(path, newline="") as f:
-                rows = list(csv.reader(f))
-            kept = rows[:1] + [r for r in rows[1:] if r and int(r[0]) <= self.step]
-            with open(path, "w", newline="") as f:
-                csv.writer(f).writerows(kept)
-
-    def _log(self, name: str, row: dict[str, float]) -> None:
-        if self.out_dir is None or not self.dist.is_main:
-            return
-        path = self.out_dir / name
-        new = not path.exists()
-        with open(path, "a", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=list(row))
-            if new:
-                w.writeheader()
-            w.writerow(row)
-        if self._tb is not None:
-            for k, v in row.items():
-                if k != "step":
-                    self._tb.add_scalar(f"{name[:-4]}/{k}", v, row["step"])
-
-    def _open_tensorboard(self) -> None:
-        want = self.config.tensorboard
-        if self.out_dir is None or want is False or self._tb is not None or not self.dist.is_main:
-            return
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError:
-            if want:
-                raise ValueError("tensorboard=True but the tensorboard package is not installed") from None
-            return
-        self._tb = SummaryWriter(str(self.out_dir / "tensorboard"))
 
     # ---- the loop --------------------------------------------------------------------------
     def train_step(self) -> tuple[Tensor, Tensor]:
@@ -403,7 +363,7 @@ class Trainer:
         if not isinstance(result, dict):
             raise ValueError(f"eval_fn must return a dict of numbers, got {type(result).__name__}")
         row = {"step": self.step, **{k: float(v) for k, v in result.items()}}
-        self._log("eval.csv", row)
+        self.run_log.write("eval.csv", row)
         return result
 
     def fit(self, steps: int | None = None) -> Trainer:
@@ -412,7 +372,7 @@ class Trainer:
         total = cfg.steps if steps is None else steps
         if isinstance(total, bool) or not isinstance(total, int) or total < 0:
             raise ValueError(f"steps must be a non-negative integer, got {total!r}")
-        self._open_tensorboard()
+        self.run_log.open()
         bar = tqdm(total=total, initial=min(self.step, total), disable=not (cfg.progress and self.dist.is_main),
                    desc="training", dynamic_ncols=True)
         start = time.perf_counter()
@@ -431,7 +391,7 @@ class Trainer:
                         "lr": self.optimizer.param_groups[0]["lr"],
                         "seconds": time.perf_counter() - start,
                     }
-                    self._log("metrics.csv", row)
+                    self.run_log.write("metrics.csv", row)
                     bar.set_postfix(loss=f"{row['loss']:.4g}")
                     loss_sum, count = 0.0, 0
                 if cfg.eval_every and self.step % cfg.eval_every == 0:
@@ -446,8 +406,7 @@ class Trainer:
             raise
         finally:
             bar.close()
-            if self._tb is not None:
-                self._tb.flush()
+            self.run_log.flush()
         return self
 
     def close(self) -> None:

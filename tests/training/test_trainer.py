@@ -309,8 +309,13 @@ def test_progress_bar_and_tensorboard_option(tmp_path, capsys):
         with pytest.raises(ValueError, match="tensorboard package is not installed"):
             make(tmp_path / "tb", steps=5, tensorboard=True).fit()
     else:
+        from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
         make(tmp_path / "tb", steps=5, tensorboard=True).fit()
-        assert any((tmp_path / "tb" / "tensorboard").iterdir())
+        events = EventAccumulator(str(tmp_path / "tb" / "tensorboard"))
+        events.Reload()
+        assert {"metrics/loss", "metrics/grad_norm", "metrics/lr"} <= set(events.Tags()["scalars"])
+        assert events.Scalars("metrics/loss")[-1].step == 5
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
