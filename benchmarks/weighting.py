@@ -47,24 +47,24 @@ FIELDS = ["problem", "seed", "steps", "grad_clip", "weighting", "n_test", "true_
 
 
 def make_problem(spec: str):
+    """``(gmm, data_std, make_net)`` for a problem spec; the net is built by the caller after seeding."""
     kind, _, arg = spec.partition(":")
     if kind == "ring":
-        gmm = ss.analytic.ring_mixture(std=float(arg))
-        return gmm, 4.0, ss.MLP(2, 128, 3)
+        return ss.analytic.ring_mixture(std=float(arg)), 4.0, lambda: ss.MLP(2, 128, 3)
     if kind == "mix":
         dim = int(arg)
         gmm = ss.analytic.random_mixture(dim)
-        return gmm, float(gmm.covariance().diagonal().mean().sqrt()), ss.MLP(dim, 256, 3)
+        return gmm, float(gmm.covariance().diagonal().mean().sqrt()), lambda: ss.MLP(dim, 256, 3)
     raise SystemExit(f"problem must be ring:STD or mix:DIM, got {spec!r}")
 
 
 def train(spec: str, weighting: str, seed: int, steps: int, grad_clip: float | None = 1.0):
     """The test recipe of tests/training/conftest.py, with ``steps`` and ``seed`` varied."""
     sde = ss.VPSDE()
-    gmm, data_std, _ = make_problem(spec)
+    gmm, data_std, make_net = make_problem(spec)
     data = ss.MixtureDataset(gmm, 20_000, seed=1 + 1000 * seed)
     torch.manual_seed(seed)
-    model = ss.ScoreModel(make_problem(spec)[2], sde, data_std=data_std)
+    model = ss.ScoreModel(make_net(), sde, data_std=data_std)
     trainer = ss.Trainer(model, ss.DSMLoss(sde, weighting), data, None, steps=steps, batch_size=512, lr=2e-3,
                          warmup_steps=200, lr_schedule="cosine", min_lr_ratio=0.05, ema_decay=0.999,
                          seed=seed, grad_clip=grad_clip, progress=False)

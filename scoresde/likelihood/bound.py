@@ -115,13 +115,12 @@ def nll_bound(
 
     b, dims, shape = x.shape[0], x[0].numel(), x.shape[1:]
     kw = dict(device=x.device, dtype=x.dtype)
-    lam = sde.log_snr(torch.tensor([sde.T, eps], **kw))
-    lam_T, lam_eps = lam[0], lam[1]
+    alpha_ends, sigma_ends = sde.marginal(torch.tensor([eps, sde.T], **kw))
+    lam_eps, lam_T = (alpha_ends.log() - sigma_ends.log()).unbind()  # log-SNR at eps and T
     z_weight = 2.0 * (lam_eps - lam_T)  # integral of g^2 / sigma^2 over [eps, T]
+    drift_term = dims * (alpha_ends[0].log() - alpha_ends[1].log())  # -D * int f dt
+    alpha_T, sigma_T = alpha_ends[1], sigma_ends[1]
     offset = torch.rand(b, 1, generator=generator, **kw)
-    alpha_T, sigma_T = (v.reshape(1, 1, *[1] * len(shape)) for v in sde.marginal(torch.tensor([sde.T], **kw)))
-    log_alpha = sde.marginal(torch.tensor([eps, sde.T], **kw))[0].log()
-    drift_term = dims * (log_alpha[0] - log_alpha[1])  # -D * int f dt
 
     total = torch.zeros(b, **kw)
     total_sq = torch.zeros(b, **kw)

@@ -70,8 +70,12 @@ class ProbabilityFlow:
         self.trace = trace
         self.probes = probes
         self.chunk_size = chunk_size
+        # the integration variable and interval: solve_path sets both for each solve's direction
         self.clock = clock_for(sde)
         self.t_lo, self.t_hi = 0.0, float(sde.T)
+        # state-dependent g (sampling only; the likelihood refuses these SDEs): the PF-ODE drift
+        # of SDE.reverse, which includes the -1/2 d(g^2)/dx term
+        self._reverse = sde.reverse(score_fn, probability_flow=True) if sde.state_dependent_diffusion else None
         self.nfe = 0
         self.t_last: Tensor | None = None
         self.t_bad: Tensor | None = None  # first time the output went non-finite (inf if never)
@@ -90,8 +94,8 @@ class ProbabilityFlow:
             if f is None:
                 return lambda y: -half_g2 * call_score(score_fn, y, tb)
             return lambda y: f * y - half_g2 * call_score(score_fn, y, tb)
-        if sde.state_dependent_diffusion:  # sampling only (the likelihood refuses these SDEs)
-            pf = sde.reverse(score_fn, probability_flow=True)  # includes the -1/2 d(g^2)/dx term
+        if self._reverse is not None:
+            pf = self._reverse
             return lambda y: pf.drift(y, tb) if scale is None else scale * pf.drift(y, tb)
         # g depends on t only, so g^2 is a constant of the field (computed outside any transform)
         g2 = torch.broadcast_to(sde.diffusion(x, tb), x.shape).square()
