@@ -4,8 +4,18 @@ SDEs (VP, sub-VP, VE, any linear or custom SDE), exact Gaussian-mixture ground t
 samplers, probability-flow likelihoods and a denoising-score-matching trainer.
 """
 
-from . import analytic, data, likelihood, metrics, models, sampling, sde, training
+from . import analytic, data, errors, likelihood, metrics, models, sampling, sde, training
 from .data import MixtureDataset, ToyDataset, digits_dataset
+from .errors import (
+    ArgumentError,
+    CheckpointError,
+    NonFiniteError,
+    NoTransitionKernelError,
+    ODESolveError,
+    RunFolderError,
+    ScoreSDEError,
+    TrainingDivergedError,
+)
 from .likelihood import (
     BitsPerDimResult,
     LikelihoodResult,
@@ -19,7 +29,6 @@ from .likelihood import (
 )
 from .models import MLP, ScoreModel, UNet
 from .sampling import (
-    NonFiniteError,
     Sampler,
     SampleResult,
     available_samplers,
@@ -33,6 +42,14 @@ from .training import DSMLoss, SlicedScoreMatchingLoss, TrainConfig, Trainer
 __version__ = "0.1.0"
 
 __all__ = [
+    "ScoreSDEError",
+    "ArgumentError",
+    "NonFiniteError",
+    "ODESolveError",
+    "NoTransitionKernelError",
+    "CheckpointError",
+    "RunFolderError",
+    "TrainingDivergedError",
     "SDE",
     "LinearSDE",
     "VPSDE",
@@ -42,7 +59,6 @@ __all__ = [
     "sample",
     "Sampler",
     "SampleResult",
-    "NonFiniteError",
     "available_samplers",
     "classifier_guidance",
     "classifier_free_guidance",
@@ -67,6 +83,7 @@ __all__ = [
     "digits_dataset",
     "analytic",
     "data",
+    "errors",
     "likelihood",
     "metrics",
     "models",

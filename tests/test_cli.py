@@ -84,7 +84,7 @@ def test_likelihood_reports_nll_next_to_the_true_one(trained_run, tmp_path, caps
     printed = capsys.readouterr().out
     assert "true NLL" in printed and "reverse-SDE model: NLL <=" in printed
     assert main(["likelihood", "--checkpoint", str(trained_run), "--n", "4", "--sde-bound", "-3"]) == 2
-    assert "--sde-bound: samples must be a positive integer" in capsys.readouterr().err
+    assert "--sde-bound: samples must be an integer >= 1" in capsys.readouterr().err
     assert main(["likelihood", "--checkpoint", str(trained_run), "--n", "4", "--trace", "hutchinson",
                  "--rtol", "1e-3", "--atol", "1e-3"]) == 0
 

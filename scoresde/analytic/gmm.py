@@ -21,13 +21,13 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from ..errors import ArgumentError, check_float_tensor
 from ..sde import SDE, LinearSDE
-from ..sde._checks import check_float_tensor
 
 
 def _require_linear(sde: SDE) -> LinearSDE:
     if not isinstance(sde, LinearSDE):
-        raise ValueError(
+        raise ArgumentError(
             f"sde must be a LinearSDE (the mixture's p_t is exact only under a closed-form "
             f"Gaussian kernel), got {type(sde).__name__}"
         )
@@ -50,10 +50,10 @@ class GaussianMixture:
         if dtype is None:
             dtype = means.dtype if isinstance(means, Tensor) and means.is_floating_point() else torch.float64
         if not dtype.is_floating_point:
-            raise ValueError(f"dtype must be a floating-point dtype, got {dtype}")
+            raise ArgumentError(f"dtype must be a floating-point dtype, got {dtype}")
         means = torch.as_tensor(means, dtype=dtype, device=device)
         if means.dim() != 2 or means.shape[0] < 1 or means.shape[1] < 1:
-            raise ValueError(f"means must have shape (K, D) with K, D >= 1, got {tuple(means.shape)}")
+            raise ArgumentError(f"means must have shape (K, D) with K, D >= 1, got {tuple(means.shape)}")
         K, D = means.shape
         stds = torch.as_tensor(stds, dtype=dtype, device=means.device)
         if stds.dim() == 0:
@@ -61,18 +61,18 @@ class GaussianMixture:
         elif stds.shape == (K,):
             stds = stds[:, None].expand(K, D)
         elif stds.shape != (K, D):
-            raise ValueError(f"stds must be a number, shape ({K},) or ({K}, {D}), got {tuple(stds.shape)}")
+            raise ArgumentError(f"stds must be a number, shape ({K},) or ({K}, {D}), got {tuple(stds.shape)}")
         if not bool((stds > 0).all()) or not bool(torch.isfinite(stds).all()):
-            raise ValueError(f"stds must be positive and finite, got {stds.tolist()}")
+            raise ArgumentError(f"stds must be positive and finite, got {stds.tolist()}")
         if weights is None:
             weights = torch.full((K,), 1.0 / K, dtype=dtype, device=means.device)
         weights = torch.as_tensor(weights, dtype=dtype, device=means.device)
         if weights.shape != (K,):
-            raise ValueError(f"weights must have shape ({K},), got {tuple(weights.shape)}")
+            raise ArgumentError(f"weights must have shape ({K},), got {tuple(weights.shape)}")
         if not bool((weights > 0).all()) or not bool(torch.isfinite(weights).all()):
-            raise ValueError(f"weights must be positive and finite, got {weights.tolist()}")
+            raise ArgumentError(f"weights must be positive and finite, got {weights.tolist()}")
         if not bool(torch.isfinite(means).all()):
-            raise ValueError("means must be finite")
+            raise ArgumentError("means must be finite")
         self.means = means
         self.stds = stds.contiguous()
         self.weights = weights / weights.sum()
@@ -110,14 +110,14 @@ class GaussianMixture:
     def _check_x(self, x: Tensor, name: str = "x") -> None:
         check_float_tensor(name, x)
         if x.dim() < 1 or x.shape[-1] != self.dim:
-            raise ValueError(f"{name} must have shape (..., {self.dim}), got {tuple(x.shape)}")
+            raise ArgumentError(f"{name} must have shape (..., {self.dim}), got {tuple(x.shape)}")
 
     def _moments_t(self, x: Tensor, t, sde: SDE) -> tuple[Tensor, Tensor, Tensor]:
         """Component means and variances of :math:`p_t`, shaped ``(*batch, K, D)``, and log w."""
         sde = _require_linear(sde)
         t = sde.time(t, like=x)
         if t.dim() > 0 and tuple(t.shape) != tuple(x.shape[: t.dim()]):
-            raise ValueError(
+            raise ArgumentError(
                 f"t must be a scalar or have x's batch shape {tuple(x.shape[:-1])}, got {tuple(t.shape)}"
             )
         mu, s, w = self._params_like(x)
@@ -202,7 +202,7 @@ class GaussianMixture:
         (pass ``t=0``); ``t=None`` gives the clean mixture.
         """
         if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-            raise ValueError(f"n must be a non-negative integer, got {n!r}")
+            raise ArgumentError(f"n must be a non-negative integer, got {n!r}")
         mu, s, w = self.means, self.stds, self.weights
         k = torch.multinomial(w, n, replacement=True, generator=generator)
         z = torch.randn((n, self.dim), generator=generator, dtype=mu.dtype, device=mu.device)
@@ -210,7 +210,7 @@ class GaussianMixture:
         if t is not None:
             sde = _require_linear(sde) if sde is not None else None
             if sde is None:
-                raise ValueError("sde must be given with t")
+                raise ArgumentError("sde must be given with t")
             alpha, sigma = sde.marginal(sde.time(t, like=x))
             noise = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
             x = alpha * x + sigma * noise

@@ -6,6 +6,7 @@ import math
 
 import torch
 
+from ..errors import ArgumentError
 from .gmm import GaussianMixture
 
 
@@ -23,7 +24,7 @@ def ring_mixture(
     sampler that drops or evens out modes is caught.
     """
     if not isinstance(n_components, int) or n_components < 1:
-        raise ValueError(f"n_components must be a positive integer, got {n_components!r}")
+        raise ArgumentError(f"n_components must be a positive integer, got {n_components!r}")
     angles = torch.arange(n_components, dtype=dtype) * (2 * math.pi / n_components)
     means = radius * torch.stack([angles.cos(), angles.sin()], dim=1)
     if weights is None:
@@ -46,9 +47,9 @@ def random_mixture(
     from ``std_range``, weights from a Dirichlet(2) draw: well separated for ``dim >= 4``.
     """
     if not isinstance(dim, int) or dim < 1:
-        raise ValueError(f"dim must be a positive integer, got {dim!r}")
+        raise ArgumentError(f"dim must be a positive integer, got {dim!r}")
     if not isinstance(n_components, int) or n_components < 1:
-        raise ValueError(f"n_components must be a positive integer, got {n_components!r}")
+        raise ArgumentError(f"n_components must be a positive integer, got {n_components!r}")
     gen = torch.Generator().manual_seed(seed)
     means = spread * torch.randn(n_components, dim, generator=gen, dtype=dtype)
     lo, hi = std_range

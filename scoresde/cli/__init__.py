@@ -14,9 +14,7 @@ import sys
 import torch
 
 from .. import __version__
-from ..likelihood import ODESolveError
-from ..sampling import NonFiniteError
-from ..training import TrainingDivergedError
+from ..errors import ScoreSDEError
 from .common import VALID_KEYS, CLIError
 
 _FORMATTER = argparse.RawDescriptionHelpFormatter
@@ -142,10 +140,9 @@ def main(argv: list[str] | None = None) -> int:
                 raise CLIError(f"--threads must be a positive integer, got {args.threads}")
             torch.set_num_threads(args.threads)
         return args.run(args)
-    except CLIError as err:
-        msg = str(err)
-    except (ValueError, OSError, ImportError, NonFiniteError, TrainingDivergedError, ODESolveError) as err:
-        # bad values, files, a diverging solver or training: the message names what and where
+    except (ScoreSDEError, OSError) as err:
+        # every deliberate error of the library (bad values, a checkpoint, a run folder, a diverging
+        # solver or training) and the file system's: the message names what and where
         msg = str(err).splitlines()[0] if str(err) else type(err).__name__
     except KeyboardInterrupt:
         msg = "interrupted"

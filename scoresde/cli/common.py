@@ -24,14 +24,15 @@ import torch
 
 from .. import analytic
 from ..data import TOY_NAMES, MixtureDataset, ToyDataset, digits_dataset, load_npz
+from ..errors import ScoreSDEError
 from ..models import MLP, ScoreModel, UNet
 from ..sampling import available_samplers
 from ..sde import SDE, VESDE, VPSDE, LinearSDE, SubVPSDE
 from ..training import CheckpointError, TrainConfig, load_checkpoint
 
 
-class CLIError(Exception):
-    """A user error: printed as one line on stderr, exit status 2."""
+class CLIError(ScoreSDEError):
+    """A user error on the command line: printed as one line on stderr, exit status 2."""
 
 
 # ---- outputs ---------------------------------------------------------------------------------

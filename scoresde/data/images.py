@@ -22,6 +22,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from ..errors import ArgumentError
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 
 
@@ -42,17 +44,17 @@ class ImageData(Dataset):
         if levels.dim() == 3:
             levels = levels[:, None]
         if levels.dim() != 4:
-            raise ValueError(f"images must have shape (N, C, H, W) or (N, H, W), got {tuple(levels.shape)}")
+            raise ArgumentError(f"images must have shape (N, C, H, W) or (N, H, W), got {tuple(levels.shape)}")
         if isinstance(num_levels, bool) or not isinstance(num_levels, int) or num_levels < 2:
-            raise ValueError(f"num_levels must be an integer >= 2, got {num_levels!r}")
+            raise ArgumentError(f"num_levels must be an integer >= 2, got {num_levels!r}")
         if not high > low:
-            raise ValueError(f"high must exceed low={low!r}, got {high!r}")
+            raise ArgumentError(f"high must exceed low={low!r}, got {high!r}")
         if levels.numel() and (levels.min() < 0 or levels.max() >= num_levels):
-            raise ValueError(
+            raise ArgumentError(
                 f"image levels must lie in [0, {num_levels - 1}], got [{levels.min().item()}, {levels.max().item()}]"
             )
         if levels.is_floating_point() and not torch.equal(levels, levels.round()):
-            raise ValueError("image levels must be integers (got non-integer floats)")
+            raise ArgumentError("image levels must be integers (got non-integer floats)")
         self.levels = levels.to(torch.int16)
         self.num_levels, self.low, self.high = num_levels, float(low), float(high)
         self.dequantize = bool(dequantize)
@@ -110,9 +112,9 @@ def digits_dataset(split: str = "train", *, test_fraction: float = 0.2, seed: in
     Needs scikit-learn (the data ship inside it; no download).
     """
     if split not in ("train", "test", "all"):
-        raise ValueError(f"split must be 'train', 'test' or 'all', got {split!r}")
+        raise ArgumentError(f"split must be 'train', 'test' or 'all', got {split!r}")
     if not 0 < test_fraction < 1:
-        raise ValueError(f"test_fraction must lie in (0, 1), got {test_fraction!r}")
+        raise ArgumentError(f"test_fraction must lie in (0, 1), got {test_fraction!r}")
     try:
         from sklearn.datasets import load_digits
     except ImportError:
@@ -133,7 +135,7 @@ class TensorData(Dataset):
     def __init__(self, data, dtype: torch.dtype | None = None):
         data = torch.as_tensor(np.asarray(data) if not isinstance(data, Tensor) else data)
         if data.dim() == 0:
-            raise ValueError(f"data must have a leading sample dimension, got shape {tuple(data.shape)}")
+            raise ArgumentError(f"data must have a leading sample dimension, got shape {tuple(data.shape)}")
         if data.dim() == 1:  # N scalars: N samples of dimension 1
             data = data[:, None]
         if not data.is_floating_point():
@@ -161,7 +163,7 @@ def load_npz(path: str | Path, key: str | None = None, **image_kwargs) -> Datase
     """
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"path {str(path)!r} does not exist")
+        raise ArgumentError(f"path {str(path)!r} does not exist")
     loaded = np.load(path, allow_pickle=False)
     if isinstance(loaded, np.ndarray):
         arr = loaded
@@ -170,12 +172,12 @@ def load_npz(path: str | Path, key: str | None = None, **image_kwargs) -> Datase
         if key is None:
             key = names[0] if len(names) == 1 else next((k for k in ("x", "data", "images") if k in names), None)
             if key is None:
-                raise ValueError(f"key must name one of the arrays {names} in {str(path)!r}")
+                raise ArgumentError(f"key must name one of the arrays {names} in {str(path)!r}")
         if key not in names:
-            raise ValueError(f"key must be one of {names}, got {key!r}")
+            raise ArgumentError(f"key must be one of {names}, got {key!r}")
         arr = loaded[key]
     if arr.shape[0] == 0:
-        raise ValueError(f"{str(path)!r} holds an empty array of shape {arr.shape}")
+        raise ArgumentError(f"{str(path)!r} holds an empty array of shape {arr.shape}")
     if arr.dtype == np.uint8 and arr.ndim in (3, 4):
         if arr.ndim == 4 and arr.shape[-1] in (1, 3, 4) and arr.shape[1] not in (1, 3, 4):
             arr = arr.transpose(0, 3, 1, 2)
@@ -193,10 +195,10 @@ def image_folder(root: str | Path, *, image_size: int | None = None, grayscale: 
 
     root = Path(root)
     if not root.is_dir():
-        raise ValueError(f"root {str(root)!r} is not a directory")
+        raise ArgumentError(f"root {str(root)!r} is not a directory")
     files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
-        raise ValueError(f"root {str(root)!r} contains no images ({', '.join(IMAGE_SUFFIXES)})")
+        raise ArgumentError(f"root {str(root)!r} contains no images ({', '.join(IMAGE_SUFFIXES)})")
     arrays = []
     for p in files:
         with Image.open(p) as im:
@@ -207,7 +209,7 @@ def image_folder(root: str | Path, *, image_size: int | None = None, grayscale: 
         arrays.append(a[None] if a.ndim == 2 else a.transpose(2, 0, 1))
     shapes = {a.shape for a in arrays}
     if len(shapes) > 1:
-        raise ValueError(f"images under {str(root)!r} have different sizes {sorted(shapes)}; pass image_size")
+        raise ArgumentError(f"images under {str(root)!r} have different sizes {sorted(shapes)}; pass image_size")
     return ImageData(np.stack(arrays), 256, **image_kwargs)
 
 
@@ -221,4 +223,4 @@ def as_dataset(data) -> Dataset:
     if isinstance(data, (str, Path)):
         p = Path(data)
         return image_folder(p) if p.is_dir() else load_npz(p)
-    raise ValueError(f"data must be a Tensor, an array, a path or a torch Dataset, got {type(data).__name__}")
+    raise ArgumentError(f"data must be a Tensor, an array, a path or a torch Dataset, got {type(data).__name__}")

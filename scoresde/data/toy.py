@@ -12,6 +12,7 @@ import math
 import torch
 from torch import Tensor
 
+from ..errors import ArgumentError
 from .images import TensorData
 
 TOY_NAMES = ("swiss_roll", "moons", "8gaussians", "checkerboard", "pinwheel", "rings")
@@ -36,9 +37,9 @@ def toy_sample(name: str, n: int, *, generator: torch.Generator | None = None, s
         noise: std of the Gaussian jitter (each set has its own default).
     """
     if name not in TOY_NAMES:
-        raise ValueError(f"name must be one of {TOY_NAMES}, got {name!r}")
+        raise ArgumentError(f"name must be one of {TOY_NAMES}, got {name!r}")
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"n must be a positive integer, got {n!r}")
+        raise ArgumentError(f"n must be a positive integer, got {n!r}")
     if generator is None:
         generator = torch.Generator().manual_seed(0 if seed is None else int(seed))
     g = generator
@@ -80,7 +81,7 @@ def toy_sample(name: str, n: int, *, generator: torch.Generator | None = None, s
         default = 0.08
     noise = default if noise is None else float(noise)
     if noise < 0:
-        raise ValueError(f"noise must be >= 0, got {noise!r}")
+        raise ArgumentError(f"noise must be >= 0, got {noise!r}")
     if noise > 0:
         x = x + noise * _randn(n, 2, g=g, dtype=dtype)
     return x

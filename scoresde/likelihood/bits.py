@@ -27,8 +27,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from ..errors import ArgumentError, check_int, check_interval
 from ..sde import SDE, ScoreFn
-from ._checks import check_data_range, check_positive_int
 from .core import log_likelihood, nats_to_bits_per_dim
 
 
@@ -45,15 +45,15 @@ def dequantize(
 
     ``dtype`` defaults to ``u``'s dtype when floating, else torch's default dtype.
     """
-    num_bins = check_positive_int("num_bins", num_bins)
-    lo, hi = check_data_range(data_range)
+    num_bins = check_int("num_bins", num_bins)
+    lo, hi = check_interval("data_range", data_range)
     if not isinstance(u, Tensor) or u.is_complex() or u.dtype == torch.bool:
-        raise ValueError(f"u must be a real tensor of integer levels, got {type(u).__name__}")
+        raise ArgumentError(f"u must be a real tensor of integer levels, got {type(u).__name__}")
     if dtype is None:
         dtype = u.dtype if u.is_floating_point() else torch.get_default_dtype()
     uf = u.to(dtype)
     if not bool(((uf == uf.round()) & (uf >= 0) & (uf <= num_bins - 1)).all()):
-        raise ValueError(f"u must hold integers in [0, {num_bins - 1}] (num_bins={num_bins})")
+        raise ArgumentError(f"u must hold integers in [0, {num_bins - 1}] (num_bins={num_bins})")
     w = torch.rand(u.shape, generator=generator, device=u.device, dtype=dtype)
     return lo + (hi - lo) * (uf + w) / num_bins
 
@@ -101,7 +101,7 @@ def bits_per_dim(
     ``generator`` drives both the dequantisation noise and any Hutchinson probes; remaining
     keyword arguments (``trace``, ``rtol``, ``prior_log_prob``, ...) go to :func:`log_likelihood`.
     """
-    draws = check_positive_int("draws", draws)
+    draws = check_int("draws", draws)
     rows, nfe = [], 0
     for _ in range(draws):
         x = dequantize(u, num_bins=num_bins, data_range=data_range, generator=generator, dtype=dtype)

@@ -41,8 +41,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from ..errors import ArgumentError, check_batch, check_callable, check_eps, check_int
 from ..sde import SDE, LinearSDE, ScoreFn
-from ._checks import check_data, check_positive_int, resolve_eps
 from .core import nats_to_bits_per_dim
 
 
@@ -97,21 +97,18 @@ def nll_bound(
         :class:`NLLBound` with the per-point bound in nats and its standard error.
     """
     if not isinstance(sde, LinearSDE):
-        raise ValueError(
+        raise ArgumentError(
             f"sde must be a LinearSDE (the bound needs the Gaussian kernel p(x_t | x)), got {type(sde).__name__}"
         )
-    if not callable(score_fn):
-        raise ValueError(f"score_fn must be callable, got {type(score_fn).__name__}")
-    check_data("x", x)
-    samples = check_positive_int("samples", samples)
-    chunk_size = check_positive_int("chunk_size", chunk_size)
-    eps = resolve_eps(sde, eps)
-    if eps <= 0:
-        raise ValueError(f"eps must be > 0 for the bound (the log-SNR is infinite at t = 0), got {eps!r}")
+    check_callable("score_fn", score_fn, "score_fn(x, t)")
+    check_batch("x", x)
+    samples = check_int("samples", samples)
+    chunk_size = check_int("chunk_size", chunk_size)
+    eps = check_eps(sde.eps if eps is None else eps, sde.T)
     if prior_log_prob is None:
         prior_log_prob = sde.prior_log_prob
-    elif not callable(prior_log_prob):
-        raise ValueError(f"prior_log_prob must be callable, got {type(prior_log_prob).__name__}")
+    else:
+        check_callable("prior_log_prob", prior_log_prob, "z -> (batch,)")
 
     b, dims, shape = x.shape[0], x[0].numel(), x.shape[1:]
     kw = dict(device=x.device, dtype=x.dtype)

@@ -28,18 +28,21 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..sde import SDE, ScoreFn
-from ._checks import (
-    check_data,
-    check_data_range,
-    check_method,
-    check_positive_int,
-    check_sde,
+from ..errors import (
+    DEFAULT_MAX_STEPS,
+    ArgumentError,
+    check_batch,
+    check_callable,
+    check_choice,
+    check_eps,
+    check_int,
+    check_interval,
+    check_optional_int,
     check_tolerance,
-    resolve_eps,
 )
+from ..sde import SDE, ScoreFn
 from .divergence import NOISE_TYPES, draw_probes
-from .flow import TRACE_TYPES, ProbabilityFlow, solve
+from .flow import TRACE_TYPES, ProbabilityFlow, check_adaptive_method, check_flow_sde, solve
 
 
 def nats_to_bits_per_dim(
@@ -63,9 +66,8 @@ def nats_to_bits_per_dim(
     if num_bins is None:
         log_width = 0.0
     else:
-        if isinstance(num_bins, bool) or not isinstance(num_bins, int) or num_bins < 1:
-            raise ValueError(f"num_bins must be a positive integer or None, got {num_bins!r}")
-        lo, hi = check_data_range(data_range)
+        num_bins = check_int("num_bins", num_bins)
+        lo, hi = check_interval("data_range", data_range)
         log_width = math.log((hi - lo) / num_bins)
     return -(log_p + dims * log_width) / (dims * math.log(2))
 
@@ -116,7 +118,7 @@ def log_likelihood(
     prior_log_prob: Callable[[Tensor], Tensor] | None = None,
     generator: torch.Generator | None = None,
     chunk_size: int | None = None,
-    max_steps: int = 10_000,
+    max_steps: int = DEFAULT_MAX_STEPS,
     progress: bool = False,
 ) -> LikelihoodResult:
     r"""Log-likelihood of ``x`` under the model defined by ``score_fn`` and ``sde`` (PF-ODE).
@@ -145,22 +147,19 @@ def log_likelihood(
     Returns:
         :class:`LikelihoodResult` with ``log_p = prior_log_p + delta_log_p`` in nats.
     """
-    sde = check_sde(sde)
-    if not callable(score_fn):
-        raise ValueError(f"score_fn must be callable, got {type(score_fn).__name__}")
-    check_data("x", x)
-    if trace not in TRACE_TYPES:
-        raise ValueError(f"trace must be one of {TRACE_TYPES}, got {trace!r}")
-    if noise not in NOISE_TYPES:
-        raise ValueError(f"noise must be one of {NOISE_TYPES}, got {noise!r}")
-    probes = check_positive_int("probes", probes)
+    sde = check_flow_sde(sde)
+    check_callable("score_fn", score_fn, "score_fn(x, t)")
+    check_batch("x", x)
+    check_choice("trace", trace, TRACE_TYPES)
+    check_choice("noise", noise, NOISE_TYPES)
+    probes = check_int("probes", probes)
     rtol, atol = check_tolerance("rtol", rtol), check_tolerance("atol", atol)
-    chunk_size = check_positive_int("chunk_size", chunk_size, allow_none=True)
-    max_steps = check_positive_int("max_steps", max_steps)
-    check_method(method)
-    eps = resolve_eps(sde, eps)
-    if prior_log_prob is not None and not callable(prior_log_prob):
-        raise ValueError(f"prior_log_prob must be callable z -> (batch,), got {type(prior_log_prob).__name__}")
+    chunk_size = check_optional_int("chunk_size", chunk_size)
+    max_steps = check_int("max_steps", max_steps)
+    check_adaptive_method(method)
+    eps = check_eps(sde.eps if eps is None else eps, sde.T)
+    if prior_log_prob is not None:
+        check_callable("prior_log_prob", prior_log_prob, "z -> (batch,)")
 
     batch, dims = x.shape[0], x[0].numel()
     eps_probes = None
@@ -177,7 +176,7 @@ def log_likelihood(
         prior_lp = prior(z)
     if not isinstance(prior_lp, Tensor) or prior_lp.shape != (batch,):
         got = tuple(prior_lp.shape) if isinstance(prior_lp, Tensor) else type(prior_lp).__name__
-        raise ValueError(f"prior_log_prob must return a tensor of shape ({batch},), got {got}")
+        raise ArgumentError(f"prior_log_prob must return a tensor of shape ({batch},), got {got}")
     return LikelihoodResult(
         log_p=prior_lp + delta,
         z=z,

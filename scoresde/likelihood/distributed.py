@@ -20,6 +20,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from ..errors import ArgumentError
 from ..sde import SDE
 from .core import log_likelihood, nats_to_bits_per_dim
 
@@ -86,16 +87,16 @@ def evaluate_log_likelihood(
     rank must call it with the same arguments; each gets the full result.
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        raise ArgumentError(f"batch_size must be a positive integer, got {batch_size!r}")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+        raise ArgumentError(f"seed must be a non-negative integer, got {seed!r}")
     if "generator" in likelihood_kwargs:
-        raise ValueError("generator is not accepted: probes are seeded per chunk from seed (see chunk_seed)")
+        raise ArgumentError("generator is not accepted: probes are seeded per chunk from seed (see chunk_seed)")
     if not hasattr(data, "__len__") or not hasattr(data, "__getitem__"):
-        raise ValueError(f"data must be a Tensor or a map-style data set, got {type(data).__name__}")
+        raise ArgumentError(f"data must be a Tensor or a map-style data set, got {type(data).__name__}")
     n = len(data)
     if n == 0:
-        raise ValueError("data is empty: got 0 samples")
+        raise ArgumentError("data is empty: got 0 samples")
     grouped = dist.is_available() and dist.is_initialized()
     rank, world = (dist.get_rank(), dist.get_world_size()) if grouped else (0, 1)
 

@@ -27,6 +27,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from ..errors import ArgumentError
+
 Field = Callable[[Tensor], Tensor]
 
 NOISE_TYPES = ("rademacher", "gaussian")
@@ -137,4 +139,4 @@ def draw_probes(
         return bits.to(like.dtype) * 2 - 1
     if noise == "gaussian":
         return torch.randn(shape, generator=generator, device=like.device, dtype=like.dtype)
-    raise ValueError(f"noise must be one of {NOISE_TYPES}, got {noise!r}")
+    raise ArgumentError(f"noise must be one of {NOISE_TYPES}, got {noise!r}")

@@ -23,23 +23,34 @@ import torch
 import torchdiffeq
 from torch import Tensor
 
+from ..errors import ArgumentError, ODESolveError, check_choice
 from ..sde import SDE, VESDE, LinearSDE, ScoreFn, call_score
-from ._checks import ADAPTIVE_METHODS
 from .clock import clock_for
 from .divergence import exact_divergence, hutchinson_divergence
 
 TRACE_TYPES = ("exact", "hutchinson")
 
+#: torchdiffeq's adaptive methods (rtol/atol and a step budget); the fixed-step ones take one
+#: step per interval of the output times (the ODE sampler offers both, the likelihood adaptive only).
+ADAPTIVE_METHODS = ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun")
+FIXED_METHODS = ("euler", "midpoint", "heun2", "heun3", "rk4", "explicit_adams", "implicit_adams")
 
-class ODESolveError(RuntimeError):
-    """The probability-flow solve failed: step budget exhausted, step size underflow or NaN.
 
-    ``reason`` says which: ``"max_steps"``, ``"non_finite"`` or ``"step_underflow"``.
-    """
+def check_adaptive_method(method) -> str:
+    """One of torchdiffeq's adaptive methods."""
+    return check_choice("method", method, ADAPTIVE_METHODS)
 
-    def __init__(self, message: str, reason: str):
-        super().__init__(message)
-        self.reason = reason
+
+def check_flow_sde(sde) -> SDE:
+    """An SDE whose probability-flow ODE this engine integrates (diffusion independent of x)."""
+    if not isinstance(sde, SDE):
+        raise ArgumentError(f"sde must be a scoresde.SDE, got {type(sde).__name__}")
+    if sde.state_dependent_diffusion:
+        raise ArgumentError(
+            f"sde must have a diffusion that depends on t only; {type(sde).__name__} sets "
+            "state_dependent_diffusion=True, which the PF-ODE likelihood does not support"
+        )
+    return sde
 
 
 class ProbabilityFlow:
@@ -238,7 +249,7 @@ class _Guarded:
         try:
             return self.system(t, state)
         except (RuntimeError, ValueError, TypeError, IndexError) as err:
-            raise ValueError(
+            raise ArgumentError(
                 f"score_fn rejected x of shape {self.x_shape} (called as score_fn(x, t) with t of "
                 f"shape ({self.x_shape[0]},)): {err}"
             ) from err

@@ -7,20 +7,19 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ..errors import DEFAULT_MAX_STEPS, check_batch, check_callable, check_eps, check_int, check_tolerance
 from ..sde import SDE, ScoreFn
-from ._checks import check_data, check_method, check_positive_int, check_sde, check_tolerance, resolve_eps
-from .flow import ProbabilityFlow, solve
+from .flow import ProbabilityFlow, check_adaptive_method, check_flow_sde, solve
 
 
 def _pf_map(score_fn, sde, x, *, forward, name, method, rtol, atol, eps, max_steps, progress):
-    sde = check_sde(sde)
-    if not callable(score_fn):
-        raise ValueError(f"score_fn must be callable, got {type(score_fn).__name__}")
-    check_data(name, x)
+    sde = check_flow_sde(sde)
+    check_callable("score_fn", score_fn, "score_fn(x, t)")
+    check_batch(name, x)
     rtol, atol = check_tolerance("rtol", rtol), check_tolerance("atol", atol)
-    max_steps = check_positive_int("max_steps", max_steps)
-    check_method(method)
-    eps = resolve_eps(sde, eps)
+    max_steps = check_int("max_steps", max_steps)
+    check_adaptive_method(method)
+    eps = check_eps(sde.eps if eps is None else eps, sde.T)
     system = ProbabilityFlow(score_fn, sde)
     t0, t1 = (eps, sde.T) if forward else (sde.T, eps)
     with torch.no_grad():
@@ -39,7 +38,7 @@ def encode(
     rtol: float = 1e-5,
     atol: float = 1e-5,
     eps: float | None = None,
-    max_steps: int = 10_000,
+    max_steps: int = DEFAULT_MAX_STEPS,
     progress: bool = False,
 ) -> Tensor:
     r"""Map data ``x`` (at time ``eps``, default ``sde.eps``) to the latent :math:`z = x_T` by the PF-ODE.
@@ -62,7 +61,7 @@ def decode(
     rtol: float = 1e-5,
     atol: float = 1e-5,
     eps: float | None = None,
-    max_steps: int = 10_000,
+    max_steps: int = DEFAULT_MAX_STEPS,
     progress: bool = False,
 ) -> Tensor:
     r"""Map latents ``z`` at time ``T`` back to data at time ``eps`` by the PF-ODE (inverse of :func:`encode`).

@@ -10,14 +10,16 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ..errors import ArgumentError
+
 
 def _pair(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
     for name, v in (("x", x), ("y", y)):
         if not isinstance(v, Tensor) or not v.is_floating_point() or v.dim() < 1 or v.shape[0] < 2:
-            raise ValueError(f"{name} must be a floating-point tensor with at least 2 samples, got {v!r:.60}")
+            raise ArgumentError(f"{name} must be a floating-point tensor with at least 2 samples, got {v!r:.60}")
     x, y = x.reshape(x.shape[0], -1), y.reshape(y.shape[0], -1)
     if x.shape[1] != y.shape[1]:
-        raise ValueError(f"x and y must have the same event size, got {x.shape[1]} and {y.shape[1]}")
+        raise ArgumentError(f"x and y must have the same event size, got {x.shape[1]} and {y.shape[1]}")
     dtype = torch.promote_types(x.dtype, y.dtype)
     return x.to(dtype), y.to(device=x.device, dtype=dtype)
 
@@ -30,9 +32,9 @@ def sliced_wasserstein(x: Tensor, y: Tensor, *, n_projections: int = 256, p: int
     """
     x, y = _pair(x, y)
     if not isinstance(n_projections, int) or n_projections < 1:
-        raise ValueError(f"n_projections must be a positive integer, got {n_projections!r}")
+        raise ArgumentError(f"n_projections must be a positive integer, got {n_projections!r}")
     if p not in (1, 2):
-        raise ValueError(f"p must be 1 or 2, got {p!r}")
+        raise ArgumentError(f"p must be 1 or 2, got {p!r}")
     gen = torch.Generator().manual_seed(seed)
     theta = torch.randn(x.shape[1], n_projections, generator=gen, dtype=x.dtype).to(x.device)
     theta = theta / theta.norm(dim=0, keepdim=True)
@@ -61,7 +63,7 @@ def mmd(x: Tensor, y: Tensor, *, bandwidth: float | None = None) -> Tensor:
         h2 = torch.cat([dxx.flatten(), dyy.flatten(), dxy.flatten()]).median().clamp_min(1e-12)
     else:
         if not bandwidth > 0:
-            raise ValueError(f"bandwidth must be positive, got {bandwidth!r}")
+            raise ArgumentError(f"bandwidth must be positive, got {bandwidth!r}")
         h2 = torch.as_tensor(bandwidth**2, dtype=x.dtype)
     n, m = len(x), len(y)
     kxx = torch.exp(-dxx / (2 * h2))

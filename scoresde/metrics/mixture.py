@@ -23,14 +23,15 @@ import torch
 from torch import Tensor
 
 from ..analytic import GaussianMixture
+from ..errors import ArgumentError
 
 
 def _check(x: Tensor, gmm: GaussianMixture) -> Tensor:
     if not isinstance(gmm, GaussianMixture):
-        raise ValueError(f"gmm must be a scoresde.analytic.GaussianMixture, got {type(gmm).__name__}")
+        raise ArgumentError(f"gmm must be a scoresde.analytic.GaussianMixture, got {type(gmm).__name__}")
     if not isinstance(x, Tensor) or not x.is_floating_point() or x.dim() != 2 or x.shape[1] != gmm.dim:
         got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
-        raise ValueError(f"x must be a floating-point tensor of shape (n, {gmm.dim}), got {got}")
+        raise ArgumentError(f"x must be a floating-point tensor of shape (n, {gmm.dim}), got {got}")
     return x
 
 
@@ -95,7 +96,7 @@ def occupancy_chi2(x: Tensor, gmm: GaussianMixture, *, expected_weights: Tensor 
         counts = torch.cat([counts[:k].sum(0, keepdim=True), counts[k:]])
         expected = torch.cat([expected[:k].sum(0, keepdim=True), expected[k:]])
     if len(expected) < 2:
-        raise ValueError(f"too few samples for a chi-square test: {n} samples over {gmm.n_components} components")
+        raise ArgumentError(f"too few samples for a chi-square test: {n} samples over {gmm.n_components} components")
     stat = float(((counts - expected).square() / expected).sum())
     dof = len(expected) - 1
     return Chi2Result(stat, float(stats.chi2.sf(stat, dof)), dof)

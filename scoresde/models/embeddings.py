@@ -17,17 +17,19 @@ import math
 import torch
 from torch import Tensor, nn
 
+from ..errors import ArgumentError
+
 
 def _check_dim(dim: int) -> int:
     if isinstance(dim, bool) or not isinstance(dim, int) or dim < 2 or dim % 2:
-        raise ValueError(f"dim must be an even integer >= 2, got {dim!r}")
+        raise ArgumentError(f"dim must be an even integer >= 2, got {dim!r}")
     return dim
 
 
 def _check_c(c: Tensor) -> Tensor:
     if not isinstance(c, Tensor) or c.dim() != 1:
         got = tuple(c.shape) if isinstance(c, Tensor) else type(c).__name__
-        raise ValueError(f"the time input must be a tensor of shape (batch,), got {got}")
+        raise ArgumentError(f"the time input must be a tensor of shape (batch,), got {got}")
     return c
 
 
@@ -42,7 +44,7 @@ class GaussianFourierEmbedding(nn.Module):
         super().__init__()
         self.dim = _check_dim(dim)
         if not (isinstance(scale, (int, float)) and math.isfinite(scale) and scale > 0):
-            raise ValueError(f"scale must be a positive number, got {scale!r}")
+            raise ArgumentError(f"scale must be a positive number, got {scale!r}")
         gen = torch.Generator().manual_seed(seed)
         self.register_buffer("W", torch.randn(dim // 2, generator=gen) * scale)
 
@@ -58,9 +60,9 @@ class SinusoidalEmbedding(nn.Module):
         super().__init__()
         self.dim = _check_dim(dim)
         if not (isinstance(scale, (int, float)) and math.isfinite(scale) and scale > 0):
-            raise ValueError(f"scale must be a positive number, got {scale!r}")
+            raise ArgumentError(f"scale must be a positive number, got {scale!r}")
         if not (isinstance(max_period, (int, float)) and max_period > 1):
-            raise ValueError(f"max_period must be a number > 1, got {max_period!r}")
+            raise ArgumentError(f"max_period must be a number > 1, got {max_period!r}")
         half = dim // 2
         freqs = torch.exp(-math.log(max_period) * torch.arange(half) / max(half - 1, 1))
         self.register_buffer("freqs", freqs)
@@ -77,4 +79,4 @@ def make_embedding(kind: str, dim: int, scale: float | None = None) -> nn.Module
         return GaussianFourierEmbedding(dim, 16.0 if scale is None else scale)
     if kind == "sinusoidal":
         return SinusoidalEmbedding(dim, 1000.0 if scale is None else scale)
-    raise ValueError(f"embedding must be 'fourier' or 'sinusoidal', got {kind!r}")
+    raise ArgumentError(f"embedding must be 'fourier' or 'sinusoidal', got {kind!r}")

@@ -14,13 +14,8 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from ..errors import ArgumentError, check_int
 from .embeddings import make_embedding
-
-
-def _check_int(name: str, value, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return value
 
 
 class MLP(nn.Module):
@@ -48,10 +43,10 @@ class MLP(nn.Module):
         out_dim: int | None = None,
     ):
         super().__init__()
-        self.dim = _check_int("dim", dim, 1)
-        _check_int("hidden", hidden, 1)
-        _check_int("depth", depth, 1)
-        out_dim = dim if out_dim is None else _check_int("out_dim", out_dim, 1)
+        self.dim = check_int("dim", dim, 1)
+        check_int("hidden", hidden, 1)
+        check_int("depth", depth, 1)
+        out_dim = dim if out_dim is None else check_int("out_dim", out_dim, 1)
         self.config = dict(
             dim=dim, hidden=hidden, depth=depth, embedding=embedding, embedding_dim=embedding_dim,
             embedding_scale=embedding_scale, out_dim=out_dim,
@@ -75,9 +70,9 @@ class MLP(nn.Module):
 
     def forward(self, x: Tensor, c: Tensor) -> Tensor:
         if x.dim() != 2 or x.shape[1] != self.dim:
-            raise ValueError(f"MLP(dim={self.dim}) expects x of shape (batch, {self.dim}), got {tuple(x.shape)}")
+            raise ArgumentError(f"MLP(dim={self.dim}) expects x of shape (batch, {self.dim}), got {tuple(x.shape)}")
         if c.shape != (x.shape[0],):
-            raise ValueError(f"c must have shape ({x.shape[0]},), got {tuple(c.shape)}")
+            raise ArgumentError(f"c must have shape ({x.shape[0]},), got {tuple(c.shape)}")
         e = self.embed(c)
         h = self.inp(x)
         for b in self.blocks:

@@ -26,8 +26,9 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from ..errors import ArgumentError, check_float_tensor
 from ..sde import SDE, LinearSDE
-from ..sde._checks import check_float_tensor, expand_to
+from ..sde.base import expand_to
 
 PARAMETERIZATIONS = ("eps", "score", "x0", "v")
 
@@ -58,25 +59,25 @@ class ScoreModel(nn.Module):
     ):
         super().__init__()
         if not isinstance(net, nn.Module):
-            raise ValueError(f"net must be a torch.nn.Module, got {type(net).__name__}")
+            raise ArgumentError(f"net must be a torch.nn.Module, got {type(net).__name__}")
         if not isinstance(sde, SDE):
-            raise ValueError(f"sde must be a scoresde.SDE, got {type(sde).__name__}")
+            raise ArgumentError(f"sde must be a scoresde.SDE, got {type(sde).__name__}")
         if parameterization not in PARAMETERIZATIONS:
-            raise ValueError(f"parameterization must be one of {PARAMETERIZATIONS}, got {parameterization!r}")
+            raise ArgumentError(f"parameterization must be one of {PARAMETERIZATIONS}, got {parameterization!r}")
         linear = isinstance(sde, LinearSDE)
         if not linear and parameterization != "score":
-            raise ValueError(
+            raise ArgumentError(
                 f"parameterization={parameterization!r} needs the closed-form marginals of a LinearSDE; "
                 f"{type(sde).__name__} has none: use parameterization='score'"
             )
         if time_input is None:
             time_input = "log_snr" if linear else "t"
         if time_input not in ("log_snr", "t"):
-            raise ValueError(f"time_input must be 'log_snr' or 't', got {time_input!r}")
+            raise ArgumentError(f"time_input must be 'log_snr' or 't', got {time_input!r}")
         if time_input == "log_snr" and not linear:
-            raise ValueError(f"time_input='log_snr' needs a LinearSDE, got {type(sde).__name__}")
+            raise ArgumentError(f"time_input='log_snr' needs a LinearSDE, got {type(sde).__name__}")
         if not (isinstance(data_std, (int, float)) and data_std > 0):
-            raise ValueError(f"data_std must be a positive number, got {data_std!r}")
+            raise ArgumentError(f"data_std must be a positive number, got {data_std!r}")
         self.net = net
         self.sde = sde
         self.parameterization = parameterization
@@ -96,12 +97,12 @@ class ScoreModel(nn.Module):
     def _check(self, x: Tensor, t: Tensor) -> Tensor:
         check_float_tensor("x", x)
         if x.dim() < 1 or x.shape[0] == 0:
-            raise ValueError(f"x must have a non-empty batch dimension, got shape {tuple(x.shape)}")
+            raise ArgumentError(f"x must have a non-empty batch dimension, got shape {tuple(x.shape)}")
         t = self.sde.time(t, like=x)
         if t.dim() == 0:
             t = t.expand(x.shape[0])
         if t.shape != (x.shape[0],):
-            raise ValueError(f"t must be a scalar or have shape ({x.shape[0]},), got {tuple(t.shape)}")
+            raise ArgumentError(f"t must be a scalar or have shape ({x.shape[0]},), got {tuple(t.shape)}")
         return t.to(x.dtype)
 
     def net_input(self, x: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
@@ -123,7 +124,7 @@ class ScoreModel(nn.Module):
         out = self.net(x_in, c)
         if not isinstance(out, Tensor) or out.shape != x.shape:
             got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
-            raise ValueError(f"net must return a tensor of x's shape {tuple(x.shape)}, got {got}")
+            raise ArgumentError(f"net must return a tensor of x's shape {tuple(x.shape)}, got {got}")
         return out
 
     def output_to_score(self, out: Tensor, x: Tensor, t: Tensor) -> Tensor:

@@ -26,6 +26,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from ..errors import ArgumentError
 from .embeddings import make_embedding
 
 
@@ -111,17 +112,17 @@ class UNet(nn.Module):
             ("in_channels", in_channels), ("image_size", image_size), ("base", base), ("num_res_blocks", num_res_blocks)
         ):
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+                raise ArgumentError(f"{name} must be a positive integer, got {v!r}")
         mults = tuple(channel_mults)
         if not mults or any(isinstance(m, bool) or not isinstance(m, int) or m < 1 for m in mults):
-            raise ValueError(f"channel_mults must be a non-empty sequence of positive integers, got {channel_mults!r}")
+            raise ArgumentError(f"channel_mults must be a non-empty sequence of positive integers, got {channel_mults!r}")
         if not 0.0 <= float(dropout) < 1.0:
-            raise ValueError(f"dropout must lie in [0, 1), got {dropout!r}")
+            raise ArgumentError(f"dropout must lie in [0, 1), got {dropout!r}")
         self.in_channels = in_channels
         self.image_size = image_size
         self.levels = len(mults)
         if image_size % 2 ** (self.levels - 1):
-            raise ValueError(f"image_size must be divisible by {2 ** (self.levels - 1)} for {self.levels} levels, got {image_size}")
+            raise ArgumentError(f"image_size must be divisible by {2 ** (self.levels - 1)} for {self.levels} levels, got {image_size}")
         self.attn_resolutions = tuple(int(r) for r in attn_resolutions)
         self.config = dict(
             in_channels=in_channels, image_size=image_size, base=base, channel_mults=list(mults), num_res_blocks=num_res_blocks,
@@ -182,17 +183,17 @@ class UNet(nn.Module):
 
     def forward(self, x: Tensor, c: Tensor) -> Tensor:
         if x.dim() != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(
+            raise ArgumentError(
                 f"UNet(in_channels={self.in_channels}) expects x of shape (batch, {self.in_channels}, H, W), "
                 f"got {tuple(x.shape)}"
             )
         if tuple(x.shape[-2:]) != (self.image_size, self.image_size):
-            raise ValueError(
+            raise ArgumentError(
                 f"UNet(image_size={self.image_size}) expects images of size "
                 f"{self.image_size}x{self.image_size}, got {tuple(x.shape[-2:])}"
             )
         if c.shape != (x.shape[0],):
-            raise ValueError(f"c must have shape ({x.shape[0]},), got {tuple(c.shape)}")
+            raise ArgumentError(f"c must have shape ({x.shape[0]},), got {tuple(c.shape)}")
         temb = self.embed(c)
         h = self.conv_in(x)
         stack = [h]

@@ -7,8 +7,9 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from ..errors import ArgumentError, check_int
 from ..sde import SDE, LinearSDE
-from .base import NoiseSource, Sampler, SampleResult, ScoreFn, SolveContext, check_int, get_sampler
+from .base import NoiseSource, Sampler, SampleResult, ScoreFn, SolveContext, get_sampler
 from .conditioning import Inpainting
 from .grids import time_grid
 
@@ -16,26 +17,26 @@ from .grids import time_grid
 def _generators(seed, generator, batch: int, device) -> torch.Generator | list[torch.Generator] | None:
     """One generator, or one per sample (from a sequence of seeds or of generators)."""
     if seed is not None and generator is not None:
-        raise ValueError("give seed or generator, not both")
+        raise ArgumentError("give seed or generator, not both")
     if generator is not None:
         if isinstance(generator, torch.Generator):
             return generator
         gens = list(generator)
         if len(gens) != batch or not all(isinstance(g, torch.Generator) for g in gens):
-            raise ValueError(f"generator must be a torch.Generator or a list of {batch} generators (one per sample)")
+            raise ArgumentError(f"generator must be a torch.Generator or a list of {batch} generators (one per sample)")
         return gens
     if seed is None:
         return None
     dev = torch.device(device) if device is not None else torch.device("cpu")
     if isinstance(seed, bool):
-        raise ValueError(f"seed must be an integer or a sequence of {batch} integers, got {seed!r}")
+        raise ArgumentError(f"seed must be an integer or a sequence of {batch} integers, got {seed!r}")
     if isinstance(seed, int):
         return torch.Generator(device=dev).manual_seed(seed)
     if isinstance(seed, Tensor):
         seed = seed.tolist()
     seeds = list(seed)
     if len(seeds) != batch or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
-        raise ValueError(f"seed must be an integer or a sequence of {batch} integers (one per sample), got {seed!r}")
+        raise ArgumentError(f"seed must be an integer or a sequence of {batch} integers (one per sample), got {seed!r}")
     return [torch.Generator(device=dev).manual_seed(s) for s in seeds]
 
 
@@ -104,17 +105,17 @@ def sample(
         NonFiniteError: when the state becomes NaN/inf; the message names the time reached.
     """
     if not isinstance(sde, SDE):
-        raise ValueError(f"sde must be a scoresde.SDE, got {type(sde).__name__}")
+        raise ArgumentError(f"sde must be a scoresde.SDE, got {type(sde).__name__}")
     if not callable(score_fn):
-        raise ValueError(f"score_fn must be callable score_fn(x, t), got {type(score_fn).__name__}")
+        raise ArgumentError(f"score_fn must be callable score_fn(x, t), got {type(score_fn).__name__}")
     smp = get_sampler(sampler, **options)
     smp.check_sde(sde)
     try:
         shape = tuple(int(s) for s in shape)
     except (TypeError, ValueError):
-        raise ValueError(f"shape must be a sequence of integers, got {shape!r}") from None
+        raise ArgumentError(f"shape must be a sequence of integers, got {shape!r}") from None
     if len(shape) < 1 or any(s < 1 for s in shape):
-        raise ValueError(f"shape must be (batch, *event_shape) with sizes >= 1, got {shape}")
+        raise ArgumentError(f"shape must be (batch, *event_shape) with sizes >= 1, got {shape}")
     if steps is not None:
         check_int("steps", steps)
     n_steps = smp.steps_for(steps)
@@ -122,33 +123,33 @@ def sample(
     ref = x_start if x_start is not None else x_init
     if ref is not None:
         if not isinstance(ref, Tensor) or not ref.is_floating_point():
-            raise ValueError("x_init / x_start must be floating-point tensors")
+            raise ArgumentError("x_init / x_start must be floating-point tensors")
         if tuple(ref.shape) != shape:
-            raise ValueError(f"x_init / x_start must have shape {shape}, got {tuple(ref.shape)}")
+            raise ArgumentError(f"x_init / x_start must have shape {shape}, got {tuple(ref.shape)}")
         dtype = dtype or ref.dtype
         device = device if device is not None else ref.device
     if x_init is not None and x_start is not None:
-        raise ValueError("give x_init (data to noise) or x_start (a state at t_start), not both")
+        raise ArgumentError("give x_init (data to noise) or x_start (a state at t_start), not both")
     gens = _generators(seed, generator, shape[0], device)
     if device is None:
         device = (gens[0] if isinstance(gens, list) else gens).device if gens is not None else torch.device("cpu")
     dtype = dtype or torch.get_default_dtype()
     if not dtype.is_floating_point:
-        raise ValueError(f"dtype must be a floating-point dtype, got {dtype}")
+        raise ArgumentError(f"dtype must be a floating-point dtype, got {dtype}")
     noise = NoiseSource(gens)
 
     t_end = float(sde.eps if eps is None else eps)
     t0 = float(sde.T if t_start is None else t_start)
     if not 0 < t_end < sde.T:
-        raise ValueError(f"eps must lie in (0, T) = (0, {sde.T:g}), got {eps!r}")
+        raise ArgumentError(f"eps must lie in (0, T) = (0, {sde.T:g}), got {eps!r}")
     if not t_end < t0 <= sde.T:
-        raise ValueError(f"t_start must lie in (eps, T] = ({t_end:g}, {sde.T:g}], got {t_start!r}")
+        raise ArgumentError(f"t_start must lie in (eps, T] = ({t_end:g}, {sde.T:g}], got {t_start!r}")
 
     # the time grid (None: an adaptive solver with no trajectory points asked)
     if grid is not None and not isinstance(grid, str):
         times = time_grid(sde, 0, t0, t_end, grid)
         if steps is not None and steps != len(times) - 1:
-            raise ValueError(f"steps={steps} disagrees with the {len(times) - 1} steps of the given grid")
+            raise ArgumentError(f"steps={steps} disagrees with the {len(times) - 1} steps of the given grid")
         t0, t_end = float(times[0]), float(times[-1])
     elif n_steps is None:
         times = torch.tensor([t0, t_end], dtype=torch.float64)
@@ -161,7 +162,7 @@ def sample(
         x = x_start.to(dtype=dtype, device=device)
     elif x_init is not None:
         if not isinstance(sde, LinearSDE):
-            raise ValueError(f"x_init (SDEdit) needs a LinearSDE to noise the data, got {type(sde).__name__}")
+            raise ArgumentError(f"x_init (SDEdit) needs a LinearSDE to noise the data, got {type(sde).__name__}")
         mean, std = sde.marginal_prob(x_init.to(dtype=dtype, device=device), times[0])
         x = mean + std * noise.randn(shape, dtype=dtype, device=device)
     elif noise.per_sample:
@@ -174,13 +175,13 @@ def sample(
     fn, project, inp = score_fn, None, None
     if mask is not None or known is not None:
         if mask is None or known is None:
-            raise ValueError("inpainting needs both mask and known")
+            raise ArgumentError("inpainting needs both mask and known")
         inp = Inpainting(sde, shape, mask, known, inpaint, dtype, device)
         if inpaint == "tweedie":
             fn = inp.conditional_score(score_fn)
         else:
             if not smp.supports_projection:
-                raise ValueError(
+                raise ArgumentError(
                     f"sampler {smp.name!r} cannot apply inpaint='replacement' between steps; "
                     "use inpaint='tweedie' or a stepping sampler"
                 )

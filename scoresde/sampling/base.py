@@ -22,15 +22,12 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
+from ..errors import ArgumentError, NonFiniteError
 from ..sde import SDE, LinearSDE, call_score
 
 ScoreFn = Callable[[Tensor, Tensor], Tensor]
 
 _REGISTRY: dict[str, type[Sampler]] = {}
-
-
-class NonFiniteError(FloatingPointError):
-    """A sampler's state became NaN or infinite; the message says at which time."""
 
 
 @dataclass
@@ -63,7 +60,7 @@ class SampleResult:
 def register(cls: type[Sampler]) -> type[Sampler]:
     """Class decorator: make ``cls`` reachable as ``sample(..., sampler=cls.name)``."""
     if not getattr(cls, "name", None):
-        raise ValueError(f"sampler class {cls.__name__} must set a non-empty `name`")
+        raise ArgumentError(f"sampler class {cls.__name__} must set a non-empty `name`")
     _REGISTRY[cls.name] = cls
     return cls
 
@@ -77,7 +74,7 @@ def get_sampler(name: str | Sampler | type[Sampler], **options) -> Sampler:
     """A sampler instance from a registered name, a class, or an instance (options must then be empty)."""
     if isinstance(name, Sampler):
         if options:
-            raise ValueError(
+            raise ArgumentError(
                 f"options {sorted(options)} cannot be applied to an existing sampler instance; "
                 "pass them to its constructor"
             )
@@ -85,7 +82,7 @@ def get_sampler(name: str | Sampler | type[Sampler], **options) -> Sampler:
     if isinstance(name, type) and issubclass(name, Sampler):
         return name(**options)
     if not isinstance(name, str) or name not in _REGISTRY:
-        raise ValueError(f"unknown sampler {name!r}; valid names are: {', '.join(available_samplers())}")
+        raise ArgumentError(f"unknown sampler {name!r}; valid names are: {', '.join(available_samplers())}")
     return _REGISTRY[name](**options)
 
 
@@ -107,7 +104,7 @@ class NoiseSource:
         if not self.per_sample:
             return torch.randn(shape, generator=self.generator, dtype=dtype, device=device)
         if shape[0] != len(self.generator):
-            raise ValueError(f"{len(self.generator)} per-sample seeds given for a batch of {shape[0]}")
+            raise ArgumentError(f"{len(self.generator)} per-sample seeds given for a batch of {shape[0]}")
         return torch.stack(
             [torch.randn(shape[1:], generator=g, dtype=dtype, device=device) for g in self.generator]
         )
@@ -235,9 +232,9 @@ class Sampler(abc.ABC):
     def check_sde(self, sde: SDE) -> None:
         """Raise ``ValueError`` if this sampler cannot serve ``sde``."""
         if not isinstance(sde, SDE):
-            raise ValueError(f"sde must be a scoresde.SDE, got {type(sde).__name__}")
+            raise ArgumentError(f"sde must be a scoresde.SDE, got {type(sde).__name__}")
         if self.needs_linear and not isinstance(sde, LinearSDE):
-            raise ValueError(
+            raise ArgumentError(
                 f"sampler {self.name!r} needs a linear SDE with closed-form marginals (a LinearSDE: "
                 f"VPSDE, SubVPSDE, VESDE or LinearSDE), got {type(sde).__name__}; samplers that "
                 "serve any SDE: euler_maruyama, reverse_diffusion, pc, ode, torchsde"
@@ -273,19 +270,3 @@ def per_sample(coef: Tensor, x: Tensor) -> Tensor:
     if coef.dim() == 0:
         return coef
     return coef.reshape(coef.shape + (1,) * (x.dim() - 1))
-
-
-def check_int(name: str, value, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return value
-
-
-def check_nonneg(name: str, value) -> float:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a number >= 0, got {value!r}") from None
-    if not v >= 0 or v == float("inf"):
-        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-    return v

@@ -32,6 +32,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from ..errors import ArgumentError
 from ..sde import SDE, LinearSDE
 from .base import ScoreFn, per_sample
 
@@ -47,7 +48,7 @@ def classifier_guidance(score_fn: ScoreFn, log_likelihood: Callable[[Tensor, Ten
     exact score of the posterior :math:`p_t(x \mid y)`.
     """
     if not callable(log_likelihood):
-        raise ValueError(f"log_likelihood must be callable (x, t) -> (batch,), got {type(log_likelihood).__name__}")
+        raise ArgumentError(f"log_likelihood must be callable (x, t) -> (batch,), got {type(log_likelihood).__name__}")
     w = float(scale)
 
     def guided_score(x: Tensor, t: Tensor) -> Tensor:
@@ -55,7 +56,7 @@ def classifier_guidance(score_fn: ScoreFn, log_likelihood: Callable[[Tensor, Ten
             xg = x.detach().requires_grad_(True)
             ll = log_likelihood(xg, t)
             if ll.shape != (x.shape[0],):
-                raise ValueError(f"log_likelihood must return shape ({x.shape[0]},), got {tuple(ll.shape)}")
+                raise ArgumentError(f"log_likelihood must return shape ({x.shape[0]},), got {tuple(ll.shape)}")
             (grad,) = torch.autograd.grad(ll.sum(), xg)
         return score_fn(x, t) + w * grad
 
@@ -83,17 +84,17 @@ class Inpainting:
     def __init__(self, sde: SDE, shape: tuple[int, ...], mask: Tensor, known: Tensor, method: str,
                  dtype: torch.dtype, device):
         if method not in INPAINT_METHODS:
-            raise ValueError(f"inpaint must be one of {INPAINT_METHODS}, got {method!r}")
+            raise ArgumentError(f"inpaint must be one of {INPAINT_METHODS}, got {method!r}")
         if not isinstance(sde, LinearSDE):
-            raise ValueError(f"inpainting needs a LinearSDE (it noises the known values), got {type(sde).__name__}")
+            raise ArgumentError(f"inpainting needs a LinearSDE (it noises the known values), got {type(sde).__name__}")
         mask = torch.as_tensor(mask, device=device)
         if mask.dtype != torch.bool:
-            raise ValueError(f"mask must be a boolean tensor (True = known), got dtype {mask.dtype}")
+            raise ArgumentError(f"mask must be a boolean tensor (True = known), got dtype {mask.dtype}")
         try:
             mask = torch.broadcast_to(mask, shape)
             known = torch.broadcast_to(torch.as_tensor(known, dtype=dtype, device=device), shape)
         except RuntimeError:
-            raise ValueError(
+            raise ArgumentError(
                 f"mask and known must broadcast to the sample shape {shape}, got mask {tuple(mask.shape)} "
                 f"and known {tuple(torch.as_tensor(known).shape)}"
             ) from None
@@ -103,7 +104,7 @@ class Inpainting:
             flat = mask.reshape(shape[0], -1)
             n_known = flat.sum(1)
             if not bool((n_known == n_known[0]).all()):
-                raise ValueError("inpaint='tweedie' needs the same number of known values in every sample")
+                raise ArgumentError("inpaint='tweedie' needs the same number of known values in every sample")
             self._idx = flat.nonzero()[:, 1].reshape(shape[0], -1)  # (batch, d_k), once before sampling
             self._y = known.reshape(shape[0], -1).gather(1, self._idx)
 

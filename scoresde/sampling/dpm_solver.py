@@ -28,6 +28,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ..errors import ArgumentError
 from ..sde import LinearSDE
 from .base import Sampler, SolveContext, batch_time, register
 
@@ -72,11 +73,11 @@ class DPMSolver(Sampler):
     def __init__(self, order: int = 2, method: str = "multistep", prediction: str = "data",
                  lower_order_final: bool = True):
         if order not in (1, 2, 3) or isinstance(order, bool):
-            raise ValueError(f"order must be 1, 2 or 3, got {order!r}")
+            raise ArgumentError(f"order must be 1, 2 or 3, got {order!r}")
         if method not in _METHODS:
-            raise ValueError(f"method must be one of {_METHODS}, got {method!r}")
+            raise ArgumentError(f"method must be one of {_METHODS}, got {method!r}")
         if prediction not in _PREDICTIONS:
-            raise ValueError(f"prediction must be one of {_PREDICTIONS}, got {prediction!r}")
+            raise ArgumentError(f"prediction must be one of {_PREDICTIONS}, got {prediction!r}")
         self.order = float(order)
         self._k = int(order)
         self.method = method

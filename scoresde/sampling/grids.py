@@ -19,6 +19,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from ..errors import ArgumentError
 from ..sde import SDE, LinearSDE
 
 GRIDS = ("uniform", "log_snr", "edm")
@@ -37,11 +38,11 @@ def time_grid(
     if not isinstance(kind, str):
         return check_user_grid(sde, kind)
     if kind not in GRIDS:
-        raise ValueError(f"grid must be one of {GRIDS} or a decreasing sequence of times, got {kind!r}")
+        raise ArgumentError(f"grid must be one of {GRIDS} or a decreasing sequence of times, got {kind!r}")
     if kind == "uniform":
         return torch.linspace(t_start, t_end, steps + 1, dtype=torch.float64)
     if not isinstance(sde, LinearSDE):
-        raise ValueError(
+        raise ArgumentError(
             f"grid={kind!r} needs a LinearSDE (it is defined through log_snr), got {type(sde).__name__}; "
             "use grid='uniform' or pass the times"
         )
@@ -51,7 +52,7 @@ def time_grid(
         lams = torch.linspace(float(lam[0]), float(lam[1]), steps + 1, dtype=torch.float64)
     else:
         if not rho > 0:
-            raise ValueError(f"rho must be positive, got {rho!r}")
+            raise ArgumentError(f"rho must be positive, got {rho!r}")
         s_max, s_min = (-lam).exp()
         ramp = torch.linspace(0, 1, steps + 1, dtype=torch.float64)
         sig = (s_max ** (1 / rho) + ramp * (s_min ** (1 / rho) - s_max ** (1 / rho))) ** rho
@@ -66,11 +67,11 @@ def check_user_grid(sde: SDE, times) -> Tensor:
     try:
         t = torch.as_tensor(times, dtype=torch.float64).detach().cpu()
     except (TypeError, ValueError, RuntimeError):
-        raise ValueError(f"grid must be 'uniform', 'log_snr', 'edm' or a sequence of times, got {times!r}") from None
+        raise ArgumentError(f"grid must be 'uniform', 'log_snr', 'edm' or a sequence of times, got {times!r}") from None
     if t.dim() != 1 or t.numel() < 2:
-        raise ValueError(f"grid must be a 1-D sequence of at least 2 times, got shape {tuple(t.shape)}")
+        raise ArgumentError(f"grid must be a 1-D sequence of at least 2 times, got shape {tuple(t.shape)}")
     if not bool(torch.isfinite(t).all()) or not bool((t[1:] < t[:-1]).all()):
-        raise ValueError(f"grid must be strictly decreasing (from t_start down to eps), got {t.tolist()}")
+        raise ArgumentError(f"grid must be strictly decreasing (from t_start down to eps), got {t.tolist()}")
     if float(t[0]) > sde.T or float(t[-1]) <= 0:
-        raise ValueError(f"grid must lie in (0, T] = (0, {sde.T:g}], got [{float(t[-1]):g}, {float(t[0]):g}]")
+        raise ArgumentError(f"grid must lie in (0, T] = (0, {sde.T:g}], got [{float(t[-1]):g}, {float(t[0]):g}]")
     return t

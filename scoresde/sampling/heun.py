@@ -20,8 +20,9 @@ import math
 import torch
 from torch import Tensor
 
+from ..errors import ArgumentError, check_nonneg
 from ..sde import LinearSDE
-from .base import Sampler, SolveContext, batch_time, check_nonneg, register
+from .base import Sampler, SolveContext, batch_time, register
 
 
 @register
@@ -47,7 +48,7 @@ class Heun(Sampler):
         self.s_tmin = check_nonneg("s_tmin", s_tmin)
         self.s_tmax = float(s_tmax)
         if not self.s_tmax >= self.s_tmin:
-            raise ValueError(f"s_tmax must be >= s_tmin={self.s_tmin:g}, got {s_tmax!r}")
+            raise ArgumentError(f"s_tmax must be >= s_tmin={self.s_tmin:g}, got {s_tmax!r}")
         self.s_noise = check_nonneg("s_noise", s_noise)
 
     @property

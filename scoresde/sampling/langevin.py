@@ -20,8 +20,9 @@ from __future__ import annotations
 
 from torch import Tensor
 
+from ..errors import ArgumentError, check_int, check_nonneg
 from ..sde import LinearSDE
-from .base import Sampler, SolveContext, batch_time, check_int, check_nonneg, register
+from .base import Sampler, SolveContext, batch_time, register
 from .sde_solvers import Ancestral, EulerMaruyama, ReverseDiffusion, langevin_alpha, langevin_step
 
 _PREDICTORS = {
@@ -60,11 +61,11 @@ class PredictorCorrector(Sampler):
         corrector_steps: int = 1,
     ):
         if predictor not in _PREDICTORS:
-            raise ValueError(f"predictor must be one of {sorted(_PREDICTORS)}, got {predictor!r}")
+            raise ArgumentError(f"predictor must be one of {sorted(_PREDICTORS)}, got {predictor!r}")
         if corrector not in _CORRECTORS:
-            raise ValueError(f"corrector must be one of {_CORRECTORS}, got {corrector!r}")
+            raise ArgumentError(f"corrector must be one of {_CORRECTORS}, got {corrector!r}")
         if predictor == "none" and corrector == "none":
-            raise ValueError("predictor and corrector cannot both be 'none'")
+            raise ArgumentError("predictor and corrector cannot both be 'none'")
         self.predictor = predictor
         self.corrector = corrector
         self.snr = check_nonneg("snr", snr)

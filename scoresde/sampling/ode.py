@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from ..likelihood._checks import ADAPTIVE_METHODS, FIXED_METHODS
-from ..likelihood.flow import ODESolveError, ProbabilityFlow, solve_path
-from .base import NonFiniteError, Sampler, SolveContext, check_int, register
+from ..errors import DEFAULT_MAX_STEPS, ArgumentError, check_int, check_tolerance
+from ..likelihood.flow import ADAPTIVE_METHODS, FIXED_METHODS, ODESolveError, ProbabilityFlow, solve_path
+from .base import NonFiniteError, Sampler, SolveContext, register
 
 ORDER = {"dopri5": 5, "dopri8": 8, "bosh3": 3, "fehlberg2": 2, "adaptive_heun": 2,
          "euler": 1, "midpoint": 2, "heun2": 2, "heun3": 3, "rk4": 4, "explicit_adams": 4, "implicit_adams": 4}
@@ -20,21 +20,11 @@ ORDER = {"dopri5": 5, "dopri8": 8, "bosh3": 3, "fehlberg2": 2, "adaptive_heun": 
 
 def _check_method(method: str) -> str:
     if method not in ORDER:
-        raise ValueError(
+        raise ArgumentError(
             f"method must be a torchdiffeq solver, one of {sorted(ADAPTIVE_METHODS) + sorted(FIXED_METHODS)}, "
             f"got {method!r}"
         )
     return method
-
-
-def _check_tol(name: str, value) -> float:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a positive number, got {value!r}") from None
-    if not (v > 0 and v < 1):
-        raise ValueError(f"{name} must lie in (0, 1), got {value!r}")
-    return v
 
 
 @register
@@ -56,10 +46,10 @@ class ProbabilityFlowODE(Sampler):
     default_steps = None
     supports_projection = False  # one torchdiffeq call: no hook between steps
 
-    def __init__(self, method: str = "dopri5", rtol: float = 1e-5, atol: float = 1e-5, max_steps: int = 100_000):
+    def __init__(self, method: str = "dopri5", rtol: float = 1e-5, atol: float = 1e-5, max_steps: int = DEFAULT_MAX_STEPS):
         self.method = _check_method(method)
-        self.rtol = _check_tol("rtol", rtol)
-        self.atol = _check_tol("atol", atol)
+        self.rtol = check_tolerance("rtol", rtol)
+        self.atol = check_tolerance("atol", atol)
         self.max_steps = check_int("max_steps", max_steps)
         self.order = float(ORDER[method])
         self.adaptive = method in ADAPTIVE_METHODS

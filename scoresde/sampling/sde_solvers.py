@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ..errors import ArgumentError
 from ..sde import SDE, VPSDE, LinearSDE, SubVPSDE
 from .base import Sampler, SolveContext, batch_time, per_sample, register
 
@@ -104,7 +105,7 @@ class Ancestral(Sampler):
 
     def __init__(self, variance: str | None = None):
         if variance not in (None, "posterior", "forward"):
-            raise ValueError(f"variance must be 'posterior' or 'forward', got {variance!r}")
+            raise ArgumentError(f"variance must be 'posterior' or 'forward', got {variance!r}")
         self.variance = variance
 
     def options(self) -> dict:

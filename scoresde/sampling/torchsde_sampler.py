@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ..errors import ArgumentError
 from ..sde import torchsde_integrate
 from .base import Sampler, SolveContext, register
 
@@ -34,7 +35,7 @@ class TorchsdeSampler(Sampler):
 
     def __init__(self, method: str = "euler"):
         if method not in METHODS:
-            raise ValueError(f"method must be one of {sorted(METHODS)} (torchsde, Itô, diagonal noise), got {method!r}")
+            raise ArgumentError(f"method must be one of {sorted(METHODS)} (torchsde, Itô, diagonal noise), got {method!r}")
         self.method = method
         # weak order 1 for all three on additive noise (srk: higher strong order, same weak order 1 here)
         self.order = 1.0
@@ -44,11 +45,11 @@ class TorchsdeSampler(Sampler):
 
     def solve(self, ctx: SolveContext, x: Tensor, times: Tensor) -> Tensor:
         if ctx.noise.per_sample:
-            raise ValueError("sampler 'torchsde' cannot use per-sample seeds (its Brownian motion spans the batch)")
+            raise ArgumentError("sampler 'torchsde' cannot use per-sample seeds (its Brownian motion spans the batch)")
         steps = times[:-1] - times[1:]
         rtol = max(1e-6, 1000 * torch.finfo(times.dtype).eps)  # grid round-off in float32
         if len(times) > 2 and not torch.allclose(steps, steps.mean().expand_as(steps), rtol=rtol, atol=0):
-            raise ValueError("sampler 'torchsde' takes fixed steps: use grid='uniform'")
+            raise ArgumentError("sampler 'torchsde' takes fixed steps: use grid='uniform'")
         # a hair above the spacing: round-off in torchsde's accumulated time must not leave a
         # ~1e-16 final step, which makes its Brownian interval build an enormous dependency tree
         dt = float(steps.mean()) * (1 + 1e-9)

@@ -20,13 +20,9 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
-from ._checks import as_time, check_float_tensor, check_positive
+from ..errors import ArgumentError, NoTransitionKernelError, as_time, check_float_tensor, check_positive
 
 ScoreFn = Callable[[Tensor, Tensor], Tensor]
-
-
-class NoTransitionKernelError(NotImplementedError):
-    """Raised when a method needs a closed-form transition kernel that this SDE lacks."""
 
 
 class SDE(abc.ABC):
@@ -82,10 +78,10 @@ class SDE(abc.ABC):
         r"""Draw :math:`x_T \sim p_T = \mathcal N(0, \text{prior\_std}^2 I)` of the given shape."""
         shape = tuple(int(s) for s in shape)
         if len(shape) == 0 or any(s < 0 for s in shape):
-            raise ValueError(f"shape must be a non-empty sequence of sizes >= 0, got {shape}")
+            raise ArgumentError(f"shape must be a non-empty sequence of sizes >= 0, got {shape}")
         dtype = dtype or torch.get_default_dtype()
         if not dtype.is_floating_point:
-            raise ValueError(f"dtype must be a floating-point dtype, got {dtype}")
+            raise ArgumentError(f"dtype must be a floating-point dtype, got {dtype}")
         if generator is not None and device is None:
             device = generator.device
         z = torch.randn(shape, generator=generator, device=device, dtype=dtype)
@@ -95,7 +91,7 @@ class SDE(abc.ABC):
         r"""Per-sample :math:`\log p_T(z)`, summed over all but the first dimension."""
         check_float_tensor("z", z)
         if z.dim() < 1:
-            raise ValueError(f"z must have a batch dimension, got shape {tuple(z.shape)}")
+            raise ArgumentError(f"z must have a batch dimension, got shape {tuple(z.shape)}")
         s = self._prior_std()
         d = z[0].numel()
         sq = z.flatten(1).square().sum(1) if z.dim() > 1 else z.square()
@@ -143,6 +139,21 @@ class SDE(abc.ABC):
         return f"{type(self).__name__}(T={self.T:g})"
 
 
+def expand_to(coef: Tensor, x: Tensor, name: str = "t") -> Tensor:
+    """Reshape a per-sample coefficient of shape ``batch`` so it broadcasts against ``x``.
+
+    ``coef`` has the shape of the time tensor: scalar, or the leading dimensions of ``x``.
+    """
+    if coef.dim() == 0:
+        return coef
+    if coef.dim() > x.dim() or tuple(x.shape[: coef.dim()]) != tuple(coef.shape):
+        raise ArgumentError(
+            f"{name} must be a scalar or have the leading (batch) shape of x, "
+            f"got {name}.shape={tuple(coef.shape)} for x.shape={tuple(x.shape)}"
+        )
+    return coef.reshape(coef.shape + (1,) * (x.dim() - coef.dim()))
+
+
 def call_score(score_fn: ScoreFn, x: Tensor, t: Tensor) -> Tensor:
     """Call ``score_fn(x, t)`` with ``t`` of shape ``(batch,)`` and check the output's shape."""
     if t.dim() == 0:
@@ -150,7 +161,7 @@ def call_score(score_fn: ScoreFn, x: Tensor, t: Tensor) -> Tensor:
     s = score_fn(x, t)
     if not isinstance(s, Tensor) or s.shape != x.shape:
         got = tuple(s.shape) if isinstance(s, Tensor) else type(s).__name__
-        raise ValueError(f"score_fn must return a tensor of x's shape {tuple(x.shape)}, got {got}")
+        raise ArgumentError(f"score_fn must return a tensor of x's shape {tuple(x.shape)}, got {got}")
     return s
 
 
@@ -171,9 +182,9 @@ class ReverseSDE:
 
     def __init__(self, sde: SDE, score_fn: ScoreFn, probability_flow: bool = False):
         if not isinstance(sde, SDE):
-            raise ValueError(f"sde must be a scoresde.SDE, got {type(sde).__name__}")
+            raise ArgumentError(f"sde must be a scoresde.SDE, got {type(sde).__name__}")
         if not callable(score_fn):
-            raise ValueError(f"score_fn must be callable, got {type(score_fn).__name__}")
+            raise ArgumentError(f"score_fn must be callable, got {type(score_fn).__name__}")
         self.sde = sde
         self.score_fn = score_fn
         self.probability_flow = bool(probability_flow)

@@ -23,8 +23,16 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ._checks import check_float_tensor, check_positive, expand_to
-from .base import SDE
+from ..errors import (
+    ArgumentError,
+    check_callable,
+    check_eps,
+    check_float_tensor,
+    check_int,
+    check_nonneg,
+    check_positive,
+)
+from .base import SDE, expand_to
 
 Coefficient = Callable[[Tensor], "Tensor | float"]
 
@@ -63,17 +71,12 @@ class LinearSDE(SDE):
         prior_std: float | None = None,
         grid_size: int = 4096,
     ):
-        if not callable(f):
-            raise ValueError(f"f must be callable f(t), got {type(f).__name__}")
-        if not callable(g):
-            raise ValueError(f"g must be callable g(t), got {type(g).__name__}")
-        if not isinstance(grid_size, int) or grid_size < 16:
-            raise ValueError(f"grid_size must be an integer >= 16, got {grid_size!r}")
-        if float(sigma0) < 0 or not math.isfinite(float(sigma0)):
-            raise ValueError(f"sigma0 must be a finite number >= 0, got {sigma0!r}")
+        check_callable("f", f, "f(t)")
+        check_callable("g", g, "g(t)")
+        grid_size = check_int("grid_size", grid_size, 16)
+        self.sigma0 = check_nonneg("sigma0", sigma0)
         self._set_times(T, eps)
         self._f_fn, self._g_fn = f, g
-        self.sigma0 = float(sigma0)
         self._build_grid(grid_size)
         if prior_std is None:
             prior_std = float(self._nodes_on(torch.device("cpu"))["var"][-1].sqrt())
@@ -81,9 +84,7 @@ class LinearSDE(SDE):
 
     def _set_times(self, T: float, eps: float) -> None:
         self.T = check_positive("T", T)
-        self.eps = check_positive("eps", eps)
-        if self.eps >= self.T:
-            raise ValueError(f"eps must be smaller than T={self.T:g}, got {eps!r}")
+        self.eps = check_eps(eps, self.T)
 
     # ---- coefficients --------------------------------------------------------------------
     def _coef(self, fn: Coefficient, t: Tensor, name: str) -> Tensor:
@@ -93,7 +94,7 @@ class LinearSDE(SDE):
             try:
                 out = out.expand(t.shape)
             except RuntimeError:
-                raise ValueError(
+                raise ArgumentError(
                     f"{name}(t) must return a number or a tensor of t's shape {tuple(t.shape)}, "
                     f"got shape {tuple(out.shape)}"
                 ) from None
@@ -191,9 +192,9 @@ class LinearSDE(SDE):
         g_q, g_nodes = self._coef(self._g_fn, q, "g"), self._coef(self._g_fn, t_nodes, "g")
         for name, values in (("f", f_q), ("f", f_sub), ("f", f_nodes), ("g", g_q), ("g", g_nodes)):
             if not bool(torch.isfinite(values).all()):
-                raise ValueError(f"f and g must be finite on [0, T]; {name}(t) is not")
+                raise ArgumentError(f"f and g must be finite on [0, T]; {name}(t) is not")
         if bool((g_q < 0).any()) or bool((g_nodes < 0).any()):
-            raise ValueError("g must be non-negative on [0, T]")
+            raise ArgumentError("g must be non-negative on [0, T]")
         # Per-cell integrals: int f over the cell, and int_{left}^{q} f for each q.
         cell_F = 0.5 * width * (f_q * w_gl).sum(1)
         F_to_q = 0.5 * (q - left[:, None]) * (f_sub * w_gl).sum(-1)

@@ -13,6 +13,7 @@ import torch
 import torchsde
 from torch import Tensor
 
+from ..errors import ArgumentError
 from .base import SDE, ReverseSDE
 
 
@@ -69,13 +70,13 @@ def torchsde_integrate(
     """
     times = torch.as_tensor(times, dtype=x.dtype, device=x.device)
     if times.dim() != 1 or times.numel() < 2:
-        raise ValueError(f"times must be a 1-D sequence of at least 2 times, got shape {tuple(times.shape)}")
+        raise ArgumentError(f"times must be a 1-D sequence of at least 2 times, got shape {tuple(times.shape)}")
     steps = times[1:] - times[:-1]
     reverse = isinstance(process, ReverseSDE)
     if reverse and not bool((steps < 0).all()):
-        raise ValueError("times must decrease (from T towards eps) for a reverse-time process")
+        raise ArgumentError("times must decrease (from T towards eps) for a reverse-time process")
     if not reverse and not bool((steps > 0).all()):
-        raise ValueError("times must increase for a forward SDE")
+        raise ArgumentError("times must increase for a forward SDE")
     t0 = times[0]
     ts = (t0 - times) if reverse else times
     adapter = TorchsdeAdapter(process, x.shape[1:], reverse_from=t0 if reverse else None)

@@ -16,7 +16,8 @@ import math
 import torch
 from torch import Tensor
 
-from ._checks import check_float_tensor, check_positive, expand_to
+from ..errors import ArgumentError, check_float_tensor, check_positive
+from .base import expand_to
 from .linear import LinearSDE
 
 
@@ -31,7 +32,7 @@ class VESDE(LinearSDE):
         self.sigma_min = check_positive("sigma_min", sigma_min)
         self.sigma_max = check_positive("sigma_max", sigma_max)
         if self.sigma_min >= self.sigma_max:
-            raise ValueError(
+            raise ArgumentError(
                 f"sigma_min must be smaller than sigma_max={self.sigma_max:g}, got {sigma_min!r}"
             )
         self._log_ratio = math.log(self.sigma_max / self.sigma_min)

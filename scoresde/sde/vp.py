@@ -18,7 +18,8 @@ import math
 import torch
 from torch import Tensor
 
-from ._checks import check_float_tensor, check_positive, expand_to
+from ..errors import ArgumentError, check_float_tensor, check_positive
+from .base import expand_to
 from .linear import LinearSDE
 
 
@@ -26,7 +27,7 @@ def _check_betas(beta_min: float, beta_max: float) -> tuple[float, float]:
     beta_min = check_positive("beta_min", beta_min)
     beta_max = check_positive("beta_max", beta_max)
     if beta_max < beta_min:
-        raise ValueError(f"beta_max must be >= beta_min={beta_min:g}, got {beta_max!r}")
+        raise ArgumentError(f"beta_max must be >= beta_min={beta_min:g}, got {beta_max!r}")
     return beta_min, beta_max
 
 
@@ -64,13 +65,13 @@ class VPSDE(LinearSDE):
         eps: float = 1e-5,
     ):
         if schedule not in ("linear", "cosine"):
-            raise ValueError(f"schedule must be 'linear' or 'cosine', got {schedule!r}")
+            raise ArgumentError(f"schedule must be 'linear' or 'cosine', got {schedule!r}")
         self.schedule = schedule
         self.beta_min, self.beta_max = _check_betas(beta_min, beta_max)
         self.cosine_s = check_positive("cosine_s", cosine_s)
         self.cosine_end = check_positive("cosine_end", cosine_end)
         if self.cosine_end >= 1:
-            raise ValueError(f"cosine_end must lie in (0, 1), got {cosine_end!r}")
+            raise ArgumentError(f"cosine_end must lie in (0, 1), got {cosine_end!r}")
         self._set_times(1.0, eps)
         self.prior_std = 1.0
         s = self.cosine_s

@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .checkpoint import CheckpointError
+from ..errors import ArgumentError, CheckpointError
 
 
 def _describe(data) -> str:
@@ -26,13 +26,13 @@ class _Batches:
 
     def __init__(self, data, seed: int):
         if isinstance(data, (str, bytes)) or not hasattr(data, "__len__") or not hasattr(data, "__getitem__"):
-            raise ValueError(
+            raise ArgumentError(
                 f"data must be a Tensor or a map-style torch Dataset (with __len__ and __getitem__), "
                 f"got {type(data).__name__}"
             )
         n = len(data)
         if n == 0:
-            raise ValueError(f"data is empty: got {_describe(data)} with 0 samples")
+            raise ArgumentError(f"data is empty: got {_describe(data)} with 0 samples")
         self.data, self.n = data, n
         self.generator = torch.Generator().manual_seed(seed)
         self.perm = torch.randperm(n, generator=self.generator)
@@ -67,11 +67,11 @@ class _Batches:
             items = [d[int(i)] for i in idx]
             items = [it[0] if isinstance(it, (tuple, list)) else it for it in items]
             if not all(isinstance(it, Tensor) for it in items):
-                raise ValueError(f"data items must be tensors (or tuples starting with one), got {type(items[0]).__name__}")
+                raise ArgumentError(f"data items must be tensors (or tuples starting with one), got {type(items[0]).__name__}")
             x = torch.stack(items)
         if not isinstance(x, Tensor) or not x.is_floating_point():
             got = x.dtype if isinstance(x, Tensor) else type(x).__name__
-            raise ValueError(f"data must give floating-point tensors, got {got}")
+            raise ArgumentError(f"data must give floating-point tensors, got {got}")
         return x
 
     def state_dict(self) -> dict[str, Any]:

@@ -26,13 +26,11 @@ from typing import Any
 
 import torch
 
+from ..errors import ArgumentError, CheckpointError
+
 MAGIC = b"SCORESDE-CKPT v1\n"
 _DIGEST_LEN = 64
 _NAME = re.compile(r"^step_(\d{8,})\.ckpt$")
-
-
-class CheckpointError(ValueError):
-    """A checkpoint file is missing, truncated, altered or not a scoresde checkpoint."""
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -69,7 +67,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
 def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
     """Serialise ``state`` (tensors, numbers, strings, lists, dicts) to ``path`` atomically."""
     if not isinstance(state, dict):
-        raise ValueError(f"state must be a dict, got {type(state).__name__}")
+        raise ArgumentError(f"state must be a dict, got {type(state).__name__}")
     buf = io.BytesIO()
     torch.save(state, buf)
     payload = buf.getvalue()

@@ -5,6 +5,17 @@ from __future__ import annotations
 import dataclasses
 import math
 
+from ..errors import (
+    ArgumentError,
+    check_bool,
+    check_choice,
+    check_int,
+    check_nonneg,
+    check_positive,
+    check_range,
+    check_seed,
+)
+
 
 @dataclasses.dataclass
 class TrainConfig:
@@ -31,31 +42,27 @@ class TrainConfig:
     tensorboard: bool | None = None  # None: when installed
 
     def validate(self) -> TrainConfig:
-        def pos_int(name, allow_zero=False):
-            v = getattr(self, name)
-            lo = 0 if allow_zero else 1
-            if isinstance(v, bool) or not isinstance(v, int) or v < lo:
-                raise ValueError(f"{name} must be an integer >= {lo}, got {v!r}")
-
+        """Check every field (an :class:`~scoresde.errors.ArgumentError` names the first bad one)."""
         for name in ("steps", "batch_size", "log_every", "keep_checkpoints"):
-            pos_int(name)
-        for name in ("warmup_steps", "checkpoint_every", "eval_every", "seed"):
-            pos_int(name, allow_zero=True)
-        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
-            raise ValueError(f"lr must be a positive number, got {self.lr!r}")
-        if not (isinstance(self.weight_decay, (int, float)) and self.weight_decay >= 0):
-            raise ValueError(f"weight_decay must be a number >= 0, got {self.weight_decay!r}")
-        if self.grad_clip is not None and not (isinstance(self.grad_clip, (int, float)) and self.grad_clip > 0):
-            raise ValueError(f"grad_clip must be a positive number or None, got {self.grad_clip!r}")
-        if not (isinstance(self.ema_decay, (int, float)) and 0 <= self.ema_decay < 1):
-            raise ValueError(f"ema_decay must lie in [0, 1), got {self.ema_decay!r}")
-        if self.lr_schedule not in ("constant", "cosine"):
-            raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {self.lr_schedule!r}")
-        if not 0 <= self.min_lr_ratio <= 1:
-            raise ValueError(f"min_lr_ratio must lie in [0, 1], got {self.min_lr_ratio!r}")
-        if self.amp_dtype not in ("bfloat16", "float16"):
-            raise ValueError(f"amp_dtype must be 'bfloat16' or 'float16', got {self.amp_dtype!r}")
-        self.betas = tuple(float(b) for b in self.betas)
+            check_int(name, getattr(self, name), 1)
+        for name in ("warmup_steps", "checkpoint_every", "eval_every"):
+            check_int(name, getattr(self, name), 0)
+        check_seed("seed", self.seed)
+        self.lr = check_positive("lr", self.lr)
+        self.weight_decay = check_nonneg("weight_decay", self.weight_decay)
+        if self.grad_clip is not None:
+            self.grad_clip = check_positive("grad_clip", self.grad_clip)
+        self.ema_decay = check_range("ema_decay", self.ema_decay, 0.0, 1.0, low_closed=True)
+        check_choice("lr_schedule", self.lr_schedule, ("constant", "cosine"))
+        self.min_lr_ratio = check_range("min_lr_ratio", self.min_lr_ratio, 0.0, 1.0, low_closed=True, high_closed=True)
+        check_choice("amp_dtype", self.amp_dtype, ("bfloat16", "float16"))
+        check_bool("amp", self.amp)
+        check_bool("progress", self.progress)
+        if self.tensorboard is not None:
+            check_bool("tensorboard", self.tensorboard)
+        if isinstance(self.betas, (str, bytes)) or not isinstance(self.betas, (tuple, list)) or len(self.betas) != 2:
+            raise ArgumentError(f"betas must be a pair (beta1, beta2) of numbers in [0, 1), got {self.betas!r}")
+        self.betas = tuple(check_range(f"betas[{i}]", b, 0.0, 1.0, low_closed=True) for i, b in enumerate(self.betas))
         return self
 
     def lr_factor(self, step: int) -> float:

@@ -26,6 +26,8 @@ import os
 import torch
 import torch.distributed as dist
 
+from ..errors import ArgumentError
+
 ENV_VARS = ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 
 
@@ -60,7 +62,7 @@ def _env_int(name: str, default: int) -> int:
     try:
         return int(raw)
     except ValueError:
-        raise ValueError(f"environment variable {name} must be an integer, got {raw!r}") from None
+        raise ArgumentError(f"environment variable {name} must be an integer, got {raw!r}") from None
 
 
 def env_world_size() -> int:
@@ -92,10 +94,10 @@ def setup(device: torch.device, *, timeout_s: float = 600.0) -> DistInfo:
         raise RuntimeError(f"WORLD_SIZE={world} but this torch build has no torch.distributed")
     missing = [v for v in ENV_VARS if v not in os.environ]
     if missing:
-        raise ValueError(f"WORLD_SIZE={world} is set but {', '.join(missing)} are not; launch with torchrun")
+        raise ArgumentError(f"WORLD_SIZE={world} is set but {', '.join(missing)} are not; launch with torchrun")
     rank, local_rank = _env_int("RANK", 0), _env_int("LOCAL_RANK", 0)
     if not 0 <= rank < world:
-        raise ValueError(f"RANK must lie in [0, WORLD_SIZE={world}), got {rank}")
+        raise ArgumentError(f"RANK must lie in [0, WORLD_SIZE={world}), got {rank}")
     backend = "nccl" if device.type == "cuda" else "gloo"
     if device.type == "cuda":
         torch.cuda.set_device(device)
@@ -120,7 +122,7 @@ def shutdown(info: DistInfo, *, sync: bool = True) -> None:
 def shard_range(global_batch: int, rank: int, world_size: int) -> tuple[int, int]:
     """Rows ``[start, stop)`` of a global batch that ``rank`` trains on (equal contiguous shards)."""
     if global_batch % world_size:
-        raise ValueError(
+        raise ArgumentError(
             f"batch_size must be divisible by the number of processes ({world_size}), got {global_batch}; "
             f"batch_size is the global batch (each process takes batch_size / {world_size})"
         )

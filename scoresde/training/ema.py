@@ -15,13 +15,15 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..errors import ArgumentError
+
 
 class EMA:
     """Keeps ``self.model``, a frozen copy of ``model`` holding the averaged weights."""
 
     def __init__(self, model: nn.Module, decay: float = 0.999):
         if not (isinstance(decay, (int, float)) and 0.0 <= decay < 1.0):
-            raise ValueError(f"decay must lie in [0, 1), got {decay!r}")
+            raise ArgumentError(f"decay must lie in [0, 1), got {decay!r}")
         self.decay = float(decay)
         self.model = copy.deepcopy(model).eval()
         self.model.requires_grad_(False)

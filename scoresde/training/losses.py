@@ -41,8 +41,9 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from ..errors import ArgumentError, check_float_tensor
 from ..sde import SDE, LinearSDE, torchsde_integrate
-from ..sde._checks import check_float_tensor, expand_to
+from ..sde.base import expand_to
 
 WEIGHTINGS = ("sigma2", "likelihood")
 
@@ -72,15 +73,15 @@ class DSMLoss:
         eps: float | None = None,
     ):
         if not isinstance(sde, LinearSDE):
-            raise ValueError(
+            raise ArgumentError(
                 f"sde must be a LinearSDE for denoising score matching (it needs p(x_t | x_0)), got "
                 f"{type(sde).__name__}; use SlicedScoreMatchingLoss for SDEs without a closed-form kernel"
             )
         if weighting not in WEIGHTINGS:
-            raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {weighting!r}")
+            raise ArgumentError(f"weighting must be one of {WEIGHTINGS}, got {weighting!r}")
         eps = sde.eps if eps is None else float(eps)
         if not 0 < eps < sde.T:
-            raise ValueError(f"eps must lie in (0, T={sde.T:g}), got {eps!r}")
+            raise ArgumentError(f"eps must lie in (0, T={sde.T:g}), got {eps!r}")
         self.sde = sde
         self.weighting = weighting
         self.importance_sampling = bool(importance_sampling) and weighting == "likelihood"
@@ -126,11 +127,11 @@ class DSMLoss:
         """
         check_float_tensor("x0", x0)
         if x0.dim() < 1 or x0.shape[0] == 0:
-            raise ValueError(f"x0 must have a non-empty batch dimension, got shape {tuple(x0.shape)}")
+            raise ArgumentError(f"x0 must have a non-empty batch dimension, got shape {tuple(x0.shape)}")
         n = x0.shape[0]
         start, total = (0, n) if shard is None else shard
         if not (0 <= start and start + n <= total):
-            raise ValueError(f"shard must be (start, total) with 0 <= start and start + {n} <= total, got {shard!r}")
+            raise ArgumentError(f"shard must be (start, total) with 0 <= start and start + {n} <= total, got {shard!r}")
         t, w = self.sample_t(total, x0, generator)
         noise = torch.randn((total, *x0.shape[1:]), generator=generator, device=x0.device, dtype=x0.dtype)
         rows = slice(start, start + n)
@@ -170,16 +171,16 @@ class SlicedScoreMatchingLoss:
         weighting: Callable[[Tensor], Tensor] | None = None,
     ):
         if not isinstance(sde, SDE):
-            raise ValueError(f"sde must be a scoresde.SDE, got {type(sde).__name__}")
+            raise ArgumentError(f"sde must be a scoresde.SDE, got {type(sde).__name__}")
         if isinstance(n_times, bool) or not isinstance(n_times, int) or n_times < 2:
-            raise ValueError(f"n_times must be an integer >= 2, got {n_times!r}")
+            raise ArgumentError(f"n_times must be an integer >= 2, got {n_times!r}")
         if isinstance(n_projections, bool) or not isinstance(n_projections, int) or n_projections < 1:
-            raise ValueError(f"n_projections must be a positive integer, got {n_projections!r}")
+            raise ArgumentError(f"n_projections must be a positive integer, got {n_projections!r}")
         t_min = max(sde.eps, 0.01 * sde.T) if t_min is None else float(t_min)
         if not 0 < t_min < sde.T:
-            raise ValueError(f"t_min must lie in (0, T={sde.T:g}), got {t_min!r}")
+            raise ArgumentError(f"t_min must lie in (0, T={sde.T:g}), got {t_min!r}")
         if not dt > 0:
-            raise ValueError(f"dt must be positive, got {dt!r}")
+            raise ArgumentError(f"dt must be positive, got {dt!r}")
         self.sde, self.n_times, self.t_min, self.dt = sde, n_times, t_min, float(dt)
         self.n_projections = n_projections
         self.weighting = weighting
@@ -201,7 +202,7 @@ class SlicedScoreMatchingLoss:
     def __call__(self, model: Callable, x0: Tensor, generator: torch.Generator | None = None) -> Tensor:
         check_float_tensor("x0", x0)
         if x0.dim() < 1 or x0.shape[0] == 0:
-            raise ValueError(f"x0 must have a non-empty batch dimension, got shape {tuple(x0.shape)}")
+            raise ArgumentError(f"x0 must have a non-empty batch dimension, got shape {tuple(x0.shape)}")
         xt, t = self.simulate(x0, generator)
         total = torch.zeros(x0.shape[0], dtype=x0.dtype, device=x0.device)
         with torch.enable_grad():

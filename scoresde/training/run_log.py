@@ -11,6 +11,8 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+from ..errors import ArgumentError
+
 LOG_FILES = ("metrics.csv", "eval.csv")
 
 
@@ -36,7 +38,7 @@ class RunLog:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
             if self.tensorboard:
-                raise ValueError("tensorboard=True but the tensorboard package is not installed") from None
+                raise ArgumentError("tensorboard=True but the tensorboard package is not installed") from None
             return
         self._tb = SummaryWriter(str(self.out_dir / "tensorboard"))
 

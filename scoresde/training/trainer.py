@@ -46,10 +46,10 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from ..errors import ArgumentError, CheckpointError, TrainingDivergedError
 from . import distributed as _dist
 from .batches import _Batches, _describe
 from .checkpoint import (
-    CheckpointError,
     atomic_write_bytes,
     checkpoint_path,
     list_checkpoints,
@@ -61,10 +61,6 @@ from .ema import EMA
 from .run_log import RunLog
 
 FORMAT_VERSION = 1
-
-
-class TrainingDivergedError(RuntimeError):
-    """The loss or the gradient became NaN or infinite."""
 
 
 class Trainer:
@@ -98,20 +94,26 @@ class Trainer:
         **overrides,
     ):
         if not isinstance(model, nn.Module):
-            raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+            raise ArgumentError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         if not callable(loss_fn):
-            raise ValueError(f"loss_fn must be callable loss_fn(model, x0, generator), got {type(loss_fn).__name__}")
+            raise ArgumentError(f"loss_fn must be callable loss_fn(model, x0, generator), got {type(loss_fn).__name__}")
         if eval_fn is not None and not callable(eval_fn):
-            raise ValueError(f"eval_fn must be callable eval_fn(trainer), got {type(eval_fn).__name__}")
+            raise ArgumentError(f"eval_fn must be callable eval_fn(trainer), got {type(eval_fn).__name__}")
+        fields = [f.name for f in dataclasses.fields(TrainConfig)]
+        for key in overrides:
+            if key not in fields:
+                raise ArgumentError(f"unknown Trainer option {key!r}; valid options are: {', '.join(fields)}")
+        if config is not None and not isinstance(config, TrainConfig):
+            raise ArgumentError(f"config must be a TrainConfig, got {type(config).__name__}")
         cfg = dataclasses.replace(config or TrainConfig(), **overrides).validate()
         params = list(model.parameters())
         if not params:
-            raise ValueError("model has no parameters to train")
+            raise ArgumentError("model has no parameters to train")
         if device is None:
             device = _dist.default_device()
         self.device = torch.device(device) if device is not None else params[0].device
         if cfg.amp and self.device.type != "cuda":
-            raise ValueError(f"amp=True needs a CUDA device (mixed precision is CUDA-only here), got device {self.device}")
+            raise ArgumentError(f"amp=True needs a CUDA device (mixed precision is CUDA-only here), got device {self.device}")
         self.config = cfg
         self.dist = _dist.setup(self.device)
         # the global batch is the user-facing number; each rank takes rows [start, stop)
@@ -158,14 +160,14 @@ class Trainer:
                     t = t * sde.T
                 out = self.model(x, t)
         except Exception as err:
-            raise ValueError(
+            raise ArgumentError(
                 f"the model rejects the data: a batch of shape {tuple(x.shape)} from {_describe(self.batches.data)} "
                 f"raised {type(err).__name__}: {err}"
             ) from err
         finally:
             self.model.train(was_training)
         if isinstance(out, Tensor) and out.shape != x.shape:
-            raise ValueError(f"the model maps data of shape {tuple(x.shape)} to shape {tuple(out.shape)}; expected the same")
+            raise ArgumentError(f"the model maps data of shape {tuple(x.shape)} to shape {tuple(out.shape)}; expected the same")
 
     def config_dict(self) -> dict[str, Any]:
         """Everything needed to describe the run, as JSON-serialisable values."""
@@ -244,7 +246,7 @@ class Trainer:
         of a checkpoint that is not on disk yet.
         """
         if self.out_dir is None:
-            raise ValueError("out_dir is None: this trainer writes no checkpoints")
+            raise ArgumentError("out_dir is None: this trainer writes no checkpoints")
         ckpt_dir = self.out_dir / "checkpoints"
         path = checkpoint_path(ckpt_dir, self.step)
         state = self.state_dict()
@@ -272,7 +274,7 @@ class Trainer:
         must be on a file system all nodes see).
         """
         if self.out_dir is None:
-            raise ValueError("out_dir is None: there is nothing to resume from")
+            raise ArgumentError("out_dir is None: there is nothing to resume from")
         chosen = None
         if self.dist.is_main:
             for step, path in reversed(list_checkpoints(self.out_dir / "checkpoints")):
@@ -324,7 +326,7 @@ class Trainer:
                 gen = self._rank_generator.manual_seed(_dist.rank_seed(cfg.seed + 1, self.dist.rank, self.step))
                 losses = self.loss_fn(self._loss_model, x0, gen)
         if not isinstance(losses, Tensor) or losses.dim() > 1:
-            raise ValueError(f"loss_fn must return per-sample losses of shape (batch,), got {getattr(losses, 'shape', losses)}")
+            raise ArgumentError(f"loss_fn must return per-sample losses of shape (batch,), got {getattr(losses, 'shape', losses)}")
         # reduce in at least float32 (half-precision losses under autocast), keep float64 as is
         loss = losses.mean() if losses.dtype in (torch.float32, torch.float64) else losses.float().mean()
         # the global loss: a NaN on any rank reaches every rank, so all of them stop together
@@ -361,7 +363,7 @@ class Trainer:
         with torch.no_grad():
             result = self.eval_fn(self)
         if not isinstance(result, dict):
-            raise ValueError(f"eval_fn must return a dict of numbers, got {type(result).__name__}")
+            raise ArgumentError(f"eval_fn must return a dict of numbers, got {type(result).__name__}")
         row = {"step": self.step, **{k: float(v) for k, v in result.items()}}
         self.run_log.write("eval.csv", row)
         return result
@@ -371,7 +373,7 @@ class Trainer:
         cfg = self.config
         total = cfg.steps if steps is None else steps
         if isinstance(total, bool) or not isinstance(total, int) or total < 0:
-            raise ValueError(f"steps must be a non-negative integer, got {total!r}")
+            raise ArgumentError(f"steps must be a non-negative integer, got {total!r}")
         self.run_log.open()
         bar = tqdm(total=total, initial=min(self.step, total), disable=not (cfg.progress and self.dist.is_main),
                    desc="training", dynamic_ncols=True)

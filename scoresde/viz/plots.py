@@ -14,6 +14,8 @@ import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from ..errors import ArgumentError
+
 
 def _numpy(x) -> np.ndarray:
     if isinstance(x, torch.Tensor):
@@ -54,7 +56,7 @@ def scatter_panels(
     arrays = {name: _numpy(x)[:max_points] for name, x in panels.items()}
     for name, a in arrays.items():
         if a.ndim != 2 or a.shape[1] != 2:
-            raise ValueError(f"panel {name!r} must hold (n, 2) points, got shape {a.shape}")
+            raise ArgumentError(f"panel {name!r} must hold (n, 2) points, got shape {a.shape}")
     if limits is None:
         everything = np.concatenate(list(arrays.values()))
         lo, hi = np.percentile(everything, [0.5, 99.5])
@@ -93,7 +95,7 @@ def image_grid(
     """A grid of images of shape ``(n, C, H, W)`` (C = 1 or 3) with values in ``value_range``."""
     imgs = _numpy(images)
     if imgs.ndim != 4 or imgs.shape[1] not in (1, 3):
-        raise ValueError(f"images must have shape (n, 1 or 3, H, W), got {imgs.shape}")
+        raise ArgumentError(f"images must have shape (n, 1 or 3, H, W), got {imgs.shape}")
     n, c, h, w = imgs.shape
     nrow = nrow or int(np.ceil(np.sqrt(n)))
     ncol = int(np.ceil(n / nrow))
@@ -129,7 +131,7 @@ def trajectory_panels(
     for ax, (name, (times, states)) in zip(axes, trajectories.items(), strict=True):
         xs = _numpy(states)
         if xs.ndim != 3 or xs.shape[2] != 2:
-            raise ValueError(f"trajectory {name!r} must have shape (steps, n, 2), got {xs.shape}")
+            raise ArgumentError(f"trajectory {name!r} must have shape (steps, n, 2), got {xs.shape}")
         xs = xs[:, :n_paths]
         for i in range(xs.shape[1]):
             ax.plot(xs[:, i, 0], xs[:, i, 1], lw=0.6, alpha=0.6, color="C0")

@@ -95,10 +95,10 @@ class _Cubic(ss.SDE):
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        (dict(samples=0), "samples must be a positive integer"),
-        (dict(samples=2.5), "samples must be a positive integer"),
-        (dict(chunk_size=0), "chunk_size must be a positive integer"),
-        (dict(eps=0.0), "eps must be > 0"),
+        (dict(samples=0), "samples must be an integer >= 1"),
+        (dict(samples=2.5), "samples must be an integer >= 1"),
+        (dict(chunk_size=0), "chunk_size must be an integer >= 1"),
+        (dict(eps=0.0), "eps must be a number in \\(0, 1\\)"),
         (dict(eps=2.0), "eps must be a number in"),
         (dict(prior_log_prob="normal"), "prior_log_prob must be callable"),
     ],

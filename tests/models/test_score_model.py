@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 import scoresde as ss
-from scoresde.sde._checks import expand_to
+from scoresde.sde.base import expand_to
 
 SDES = {
     "vp": lambda: ss.VPSDE(),

@@ -14,7 +14,7 @@ import scoresde as ss
         (lambda: ss.VPSDE(beta_max=0), "beta_max must be a positive finite number, got 0"),
         (lambda: ss.VPSDE(0.5, 0.1), "beta_max must be >= beta_min=0.5, got 0.1"),
         (lambda: ss.VPSDE(schedule="quadratic"), "schedule must be 'linear' or 'cosine', got 'quadratic'"),
-        (lambda: ss.VPSDE(eps=0.0), "eps must be a positive finite number, got 0.0"),
+        (lambda: ss.VPSDE(eps=0.0), "eps must be a number in \\(0, 1\\), got 0.0"),
         (lambda: ss.SubVPSDE(beta_min=float("nan")), "beta_min must be a positive finite number, got nan"),
         (lambda: ss.VESDE(sigma_min=0.0), "sigma_min must be a positive finite number, got 0.0"),
         (lambda: ss.VESDE(sigma_max=-2.0), "sigma_max must be a positive finite number, got -2.0"),
@@ -25,7 +25,7 @@ import scoresde as ss
         (lambda: ss.LinearSDE(lambda t: 1 / t, lambda t: 1.0), "f and g must be finite"),
         (lambda: ss.LinearSDE(lambda t: 0.0, lambda t: 1.0, T=-1), "T must be a positive finite number, got -1"),
         (lambda: ss.LinearSDE(lambda t: 0.0, lambda t: 1.0, sigma0=-0.1), "sigma0 must be a finite number >= 0"),
-        (lambda: ss.LinearSDE(lambda t: 0.0, lambda t: 1.0, eps=2.0), "eps must be smaller than T=1"),
+        (lambda: ss.LinearSDE(lambda t: 0.0, lambda t: 1.0, eps=2.0), "eps must be a number in \\(0, 1\\), got 2.0"),
         (lambda: ss.LinearSDE(lambda t: torch.ones(3), lambda t: 1.0), r"f\(t\) must return a number or a tensor of t's shape"),
     ],
 )
@@ -57,7 +57,7 @@ def test_mismatched_shapes_and_integer_dtypes(sde):
         sde.marginal_prob(torch.zeros(4, 2, dtype=torch.int64), 0.5)
     with pytest.raises(ValueError, match="t must be a floating-point tensor, got dtype torch.int64"):
         sde.marginal(torch.tensor([0, 1]))
-    with pytest.raises(ValueError, match="t must be a float or a floating-point tensor, got '0.5'"):
+    with pytest.raises(ValueError, match="t must be a number or a floating-point tensor, got '0.5'"):
         sde.marginal("0.5")
     with pytest.raises(ValueError, match="z must be a floating-point tensor"):
         sde.prior_log_prob(torch.zeros(2, 2, dtype=torch.int32))

@@ -229,13 +229,13 @@ def test_bad_input_errors(tmp_path):
         make(data=iter([torch.zeros(2)]))
     with pytest.raises(ValueError, match="amp=True needs a CUDA device"):
         make(amp=True)
-    with pytest.raises(ValueError, match="lr must be a positive number, got 0"):
+    with pytest.raises(ValueError, match="lr must be a positive finite number, got 0"):
         make(lr=0)
     with pytest.raises(ValueError, match="batch_size must be an integer >= 1, got 0"):
         make(batch_size=0)
     with pytest.raises(ValueError, match="lr_schedule"):
         make(lr_schedule="step")
-    with pytest.raises(TypeError):
+    with pytest.raises(ss.ArgumentError, match="unknown Trainer option 'learning_rate'; valid options are: steps"):
         make(learning_rate=1e-3)  # unknown options are not silently ignored
     with pytest.raises(ValueError, match="out_dir is None"):
         make().save()
