@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..errors import ArgumentError, check_int, check_interval
+from ..errors import ArgumentError, check_dtype, check_int, check_interval
 from ..sde import SDE, ScoreFn
 from .core import log_likelihood, nats_to_bits_per_dim
 
@@ -51,6 +51,7 @@ def dequantize(
         raise ArgumentError(f"u must be a real tensor of integer levels, got {type(u).__name__}")
     if dtype is None:
         dtype = u.dtype if u.is_floating_point() else torch.get_default_dtype()
+    check_dtype("dtype", dtype)
     uf = u.to(dtype)
     if not bool(((uf == uf.round()) & (uf >= 0) & (uf <= num_bins - 1)).all()):
         raise ArgumentError(f"u must hold integers in [0, {num_bins - 1}] (num_bins={num_bins})")

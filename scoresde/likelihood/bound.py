@@ -36,14 +36,15 @@ which overstates the error of the stratified estimate (a conservative error bar)
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-from ..errors import ArgumentError, check_batch, check_callable, check_eps, check_int
-from ..sde import SDE, LinearSDE, ScoreFn
-from .core import nats_to_bits_per_dim
+from ..errors import ArgumentError, NonFiniteError, check_batch, check_callable, check_eps, check_int
+from ..sde import SDE, LinearSDE, ScoreFn, call_score
+from .core import checked_prior_log_prob, nats_to_bits_per_dim
 
 
 @dataclass(frozen=True)
@@ -121,6 +122,10 @@ def nll_bound(
 
     total = torch.zeros(b, **kw)
     total_sq = torch.zeros(b, **kw)
+    # the first time at which the score was not finite (inf: never), and whether the prior was:
+    # device flags, read once at the end
+    score_bad_t = torch.full((), math.inf, **kw)
+    prior_bad = torch.zeros((), dtype=torch.bool, device=x.device)
     with torch.no_grad():
         for start in range(0, samples, chunk_size):
             k = torch.arange(start, min(start + chunk_size, samples), **kw)
@@ -131,14 +136,22 @@ def nll_bound(
             alpha, sigma = (v.reshape(b, c, *[1] * len(shape)) for v in sde.marginal(t))
             n = torch.randn((b, c, *shape), generator=generator, **kw)
             xt = alpha * x.unsqueeze(1) + sigma * n
-            s = score_fn(xt.flatten(0, 1), t.flatten()).reshape(b, c, *shape)
+            s = call_score(score_fn, xt.flatten(0, 1), t.flatten()).reshape(b, c, *shape)
+            finite = torch.isfinite(s).flatten(2).all(2)
+            score_bad_t = torch.minimum(score_bad_t, torch.where(finite, math.inf, t).min())
             score_part = 0.5 * z_weight * ((sigma * s + n).square() - n.square()).flatten(2).sum(2)
             m = torch.randn((b, c, *shape), generator=generator, **kw)
             x_T = (alpha_T * x.unsqueeze(1) + sigma_T * m).flatten(0, 1)
-            prior_part = -prior_log_prob(x_T).reshape(b, c)
+            prior_lp = checked_prior_log_prob(prior_log_prob, x_T, finite=False)
+            prior_bad = prior_bad | (torch.isnan(prior_lp) | (prior_lp == math.inf)).any()
+            prior_part = -prior_lp.reshape(b, c)
             value = score_part + prior_part
             total = total + value.sum(1)
             total_sq = total_sq + value.square().sum(1)
+    if bool(torch.isfinite(score_bad_t)):
+        raise NonFiniteError(f"score_fn returned NaN or inf at t={float(score_bad_t):.6g} (nll_bound)")
+    if bool(prior_bad):
+        raise NonFiniteError("prior_log_prob returned NaN or +inf on draws of x_T (nll_bound)")
     mean = total / samples
     var = (total_sq / samples - mean.square()).clamp_min(0) * samples / max(samples - 1, 1)
     return NLLBound(nll=mean + drift_term, stderr=(var / samples).sqrt(), samples=samples, dims=dims)

@@ -31,6 +31,7 @@ from torch import Tensor
 from ..errors import (
     DEFAULT_MAX_STEPS,
     ArgumentError,
+    NonFiniteError,
     check_batch,
     check_callable,
     check_choice,
@@ -41,8 +42,15 @@ from ..errors import (
     check_tolerance,
 )
 from ..sde import SDE, ScoreFn
-from .divergence import NOISE_TYPES, draw_probes
-from .flow import TRACE_TYPES, ProbabilityFlow, check_adaptive_method, check_flow_sde, solve
+from .divergence import NOISE_TYPES, check_score_differentiable, draw_probes
+from .flow import (
+    TRACE_TYPES,
+    ProbabilityFlow,
+    check_adaptive_method,
+    check_flow_sde,
+    reporting_score_failures,
+    solve,
+)
 
 
 def nats_to_bits_per_dim(
@@ -72,6 +80,25 @@ def nats_to_bits_per_dim(
     return -(log_p + dims * log_width) / (dims * math.log(2))
 
 
+def checked_prior_log_prob(prior_log_prob: Callable[[Tensor], Tensor], z: Tensor, *, finite: bool = True) -> Tensor:
+    """``prior_log_prob(z)``, checked: a real tensor of shape ``(batch,)`` on ``z``'s device, and
+    (``finite=True``, one host read) never NaN or +inf; -inf, a zero prior density, is a valid answer."""
+    lp = prior_log_prob(z)
+    batch = z.shape[0]
+    if not isinstance(lp, Tensor) or lp.shape != (batch,) or not lp.is_floating_point():
+        got = f"shape {tuple(lp.shape)}, dtype {lp.dtype}" if isinstance(lp, Tensor) else type(lp).__name__
+        raise ArgumentError(f"prior_log_prob must return a floating tensor of shape ({batch},), got {got}")
+    if lp.device != z.device:
+        raise ArgumentError(f"prior_log_prob must return a tensor on {z.device}, got one on {lp.device}")
+    bad = torch.isnan(lp) | (lp == math.inf)
+    if finite and bool(bad.any()):
+        raise NonFiniteError(
+            f"prior_log_prob returned NaN or +inf for {int(bad.sum())} of {batch} latents "
+            f"(the first at batch index {int(bad.nonzero()[0, 0])})"
+        )
+    return lp
+
+
 @dataclass(frozen=True)
 class LikelihoodResult:
     """What :func:`log_likelihood` returns.
@@ -82,8 +109,9 @@ class LikelihoodResult:
         prior_log_p: :math:`\\log \\pi(z)`, shape ``(batch,)``.
         delta_log_p: :math:`\\int_\\varepsilon^T \\nabla\\cdot v\\,dt`, shape ``(batch,)``;
             ``log_p = prior_log_p + delta_log_p``.
-        nfe: evaluations of the ODE right-hand side, each one (batched) call of ``score_fn``
-            plus its vector-Jacobian products.
+        nfe: (batched) calls of ``score_fn``, each with its vector-Jacobian products: one per
+            evaluation of the ODE right-hand side, plus one that checks that the score is
+            differentiable in ``x``.
         dims: the number of dimensions per sample, :math:`D`.
     """
 
@@ -165,6 +193,8 @@ def log_likelihood(
     eps_probes = None
     if trace == "hutchinson":
         eps_probes = draw_probes(x, probes, noise, generator)
+    with reporting_score_failures(x.shape):
+        check_score_differentiable(score_fn, x, torch.full((1,), eps, dtype=x.dtype, device=x.device))
     system = ProbabilityFlow(score_fn, sde, trace=trace, probes=eps_probes, chunk_size=chunk_size)
     state = (x, x.new_zeros(batch))
     with torch.no_grad():
@@ -173,15 +203,12 @@ def log_likelihood(
             atol=atol, max_steps=max_steps, progress=progress, desc="log-likelihood",
         )
         prior = sde.prior_log_prob if prior_log_prob is None else prior_log_prob
-        prior_lp = prior(z)
-    if not isinstance(prior_lp, Tensor) or prior_lp.shape != (batch,):
-        got = tuple(prior_lp.shape) if isinstance(prior_lp, Tensor) else type(prior_lp).__name__
-        raise ArgumentError(f"prior_log_prob must return a tensor of shape ({batch},), got {got}")
+        prior_lp = checked_prior_log_prob(prior, z)
     return LikelihoodResult(
         log_p=prior_lp + delta,
         z=z,
         prior_log_p=prior_lp,
         delta_log_p=delta,
-        nfe=system.nfe,
+        nfe=system.nfe + 1,  # + the differentiability check
         dims=dims,
     )

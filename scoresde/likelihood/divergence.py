@@ -28,6 +28,7 @@ import torch
 from torch import Tensor
 
 from ..errors import ArgumentError
+from ..sde import call_score
 
 Field = Callable[[Tensor], Tensor]
 
@@ -126,6 +127,29 @@ def hutchinson_divergence(
                 rows = _vjp(out, y, eps, batched=True, retain=not last)
             total = total + (rows * eps).flatten(2).sum(2).sum(0)
     return out.detach(), total / n
+
+
+def check_score_differentiable(score_fn: Callable[[Tensor, Tensor], Tensor], x: Tensor, t: Tensor) -> None:
+    r"""Raise unless ``score_fn(x, t)`` depends on ``x`` through autograd.
+
+    The divergence :math:`\nabla\cdot s_\theta` is taken by autograd; a score that is detached
+    from ``x`` (``.detach()``, a ``torch.no_grad()`` wrapper, a numpy round trip) has an autograd
+    Jacobian of zero, and the log-likelihood would silently lose the whole divergence integral.
+    One evaluation with one backward pass tells.
+    """
+    with torch.enable_grad():
+        y = x.detach().requires_grad_(True)
+        s = call_score(score_fn, y, t.expand(x.shape[0]))
+        row = None
+        if s.requires_grad:
+            (row,) = torch.autograd.grad(s, y, torch.ones_like(s), allow_unused=True)
+    if row is None:
+        raise ArgumentError(
+            "score_fn is not differentiable in x: its output does not depend on x through autograd "
+            "(it is detached, computed under torch.no_grad(), or leaves torch), so the divergence of "
+            "the probability flow would be lost. Pass the network itself, or a score_fn without "
+            "no_grad/.detach(); the likelihood changes no parameter and runs without parameter gradients"
+        )
 
 
 def draw_probes(

@@ -18,12 +18,13 @@ solve can say where it stopped.
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 
 import torch
 import torchdiffeq
 from torch import Tensor
 
-from ..errors import ArgumentError, ODESolveError, check_choice
+from ..errors import ArgumentError, ODESolveError, ScoreSDEError, check_choice
 from ..sde import SDE, VESDE, LinearSDE, ScoreFn, call_score
 from .clock import clock_for
 from .divergence import exact_divergence, hutchinson_divergence
@@ -114,11 +115,11 @@ class ProbabilityFlow:
             return lambda y: sde.drift(y, tb) - 0.5 * g2 * call_score(score_fn, y, tb)
         return lambda y: scale * (sde.drift(y, tb) - 0.5 * g2 * call_score(score_fn, y, tb))
 
-    def _record(self, t: Tensor, out: Tensor) -> None:
+    def _record(self, t: Tensor, *outs: Tensor) -> None:
         # Bookkeeping with device tensors only: no host synchronisation inside the solve.
         self.nfe += 1
         self.t_last = t
-        finite = torch.isfinite(out).all()
+        finite = torch.stack([torch.isfinite(o).all() for o in outs]).all()
         if self.t_bad is None:
             self.t_bad = torch.full_like(t, math.inf)
         self.t_bad = torch.where(finite | torch.isfinite(self.t_bad), self.t_bad, t)
@@ -138,7 +139,7 @@ class ProbabilityFlow:
             out, div = exact_divergence(v, x, self.chunk_size)
         else:
             out, div = hutchinson_divergence(v, x, self.probes, self.chunk_size)
-        self._record(t, div)  # a non-finite drift reaches div at the latest one call later
+        self._record(t, out, div)
         return out, div
 
 
@@ -196,7 +197,12 @@ def solve_path(
             # so the score is never evaluated outside [eps, T]
             options={"max_num_steps": max_steps, "step_t": times[-1:]} if method in ADAPTIVE_METHODS else None,
         )
-    except AssertionError as err:  # torchdiffeq signals its failures by assert
+    except (AssertionError, ArgumentError) as err:
+        # torchdiffeq signals its failures by assert; after a non-finite drift its next time is
+        # NaN, which the SDE's time check refuses: both are reported as the drift's failure
+        bad = _bad_time(system)
+        if isinstance(err, ArgumentError) and bad is None:
+            raise
         msg = str(err)
         reached = _reached(system)
         if "max_num_steps" in msg:
@@ -204,13 +210,15 @@ def solve_path(
                 f"the PF-ODE solve exceeded max_steps={max_steps} steps on [{t0:g}, {t1:g}] "
                 f"(reached t={reached}); increase max_steps or loosen rtol/atol", "max_steps"
             ) from None
-        bad = _bad_time(system)
         if bad is not None:
             raise ODESolveError(
-                f"the PF-ODE drift became non-finite (NaN or inf) at t={bad:.6g} on [{t0:g}, {t1:g}]", "non_finite"
+                f"the PF-ODE drift became non-finite (NaN or inf) at t={bad:.6g} on [{t0:g}, {t1:g}]: "
+                "check that score_fn is finite there (for data far outside the training range, "
+                "also that it does not overflow in this dtype)", "non_finite"
             ) from None
-        raise ODESolveError(f"the PF-ODE solve failed at t={reached} on [{t0:g}, {t1:g}]: {msg}",
-                            "step_underflow") from None
+        raise ODESolveError(f"the PF-ODE solve failed at t={reached} on [{t0:g}, {t1:g}]: {msg} (the step size "
+                            "collapsed: the drift is not smooth there, e.g. a score far outside its training "
+                            "range; try method='bosh3' or looser rtol/atol)", "step_underflow") from None
     finally:
         if bar is not None:
             bar.close()
@@ -237,7 +245,7 @@ def _bad_time(system: ProbabilityFlow) -> float | None:
 
 
 class _Guarded:
-    """Calls the system, wrapping a score_fn failure on the first call into a ValueError."""
+    """Calls the system, reporting a score_fn failure on the first call as an ArgumentError."""
 
     def __init__(self, system: ProbabilityFlow, x_shape):
         self.system = system
@@ -246,10 +254,25 @@ class _Guarded:
     def __call__(self, t, state):
         if self.system.nfe > 0:
             return self.system(t, state)
-        try:
+        with reporting_score_failures(self.x_shape):
             return self.system(t, state)
-        except (RuntimeError, ValueError, TypeError, IndexError) as err:
-            raise ArgumentError(
-                f"score_fn rejected x of shape {self.x_shape} (called as score_fn(x, t) with t of "
-                f"shape ({self.x_shape[0]},)): {err}"
-            ) from err
+
+
+@contextmanager
+def reporting_score_failures(x_shape):
+    """Turn an exception raised by ``score_fn`` (a shape it refuses, a bug) into an ArgumentError
+    that says it came from ``score_fn`` and with which input; scoresde's own errors pass through."""
+    try:
+        yield
+    except ScoreSDEError as err:
+        if not isinstance(err, ArgumentError) or str(err).startswith("score_fn rejected"):
+            raise
+        raise ArgumentError(
+            f"score_fn rejected x of shape {tuple(x_shape)} (called as score_fn(x, t) with t of "
+            f"shape ({x_shape[0]},)): {err}"
+        ) from err
+    except (RuntimeError, ValueError, TypeError, IndexError) as err:
+        raise ArgumentError(
+            f"score_fn rejected x of shape {tuple(x_shape)} (called as score_fn(x, t) with t of "
+            f"shape ({x_shape[0]},)): {err}"
+        ) from err

@@ -1,5 +1,7 @@
-"""Bad input gets a ValueError naming the argument; failed solves say where they stopped."""
+"""Bad input gets an ArgumentError naming the argument; failed solves and non-finite values say
+where they happened; a score that would make the answer silently wrong is refused."""
 
+import math
 import re
 
 import pytest
@@ -73,7 +75,7 @@ def test_bad_data_and_sde(case):
         ss.log_likelihood(score, "vp", x)
     with pytest.raises(ValueError, match="score_fn must be callable"):
         ss.log_likelihood(None, sde, x)
-    with pytest.raises(ValueError, match="prior_log_prob must return a tensor of shape \\(4,\\)"):
+    with pytest.raises(ValueError, match="prior_log_prob must return a floating tensor of shape \\(4,\\)"):
         ss.log_likelihood(score, sde, x, prior_log_prob=lambda z: z.sum())
 
     class Multiplicative(ss.SDE):
@@ -128,3 +130,85 @@ def test_ve_failures_report_time_not_noise_level():
         ss.log_likelihood(breaks_at_07, sde, x)
     t_bad = float(re.search(r"at t=([0-9.eE+-]+)", str(info.value)).group(1))
     assert 0.7 < t_bad < 0.9
+
+
+# ---- results that used to come back wrong without an error ----------------------------------------
+def _no_grad_wrapper(score):
+    def wrapped(x, t):
+        with torch.no_grad():
+            return score(x, t)
+
+    return wrapped
+
+
+@pytest.mark.parametrize("trace", ["exact", "hutchinson"])
+@pytest.mark.parametrize(
+    "wrap",
+    [lambda s: (lambda x, t: s(x, t).detach()), _no_grad_wrapper,
+     lambda s: (lambda x, t: torch.from_numpy(s(x, t).detach().cpu().numpy()))],
+    ids=["detach", "no_grad", "numpy"],
+)
+def test_score_that_is_not_differentiable_in_x_is_refused(case, trace, wrap):
+    # Such a score has a zero autograd Jacobian: log p used to come out ~11 nats too low.
+    score, sde, x = case
+    with pytest.raises(ss.ArgumentError, match="score_fn is not differentiable in x.*no_grad"):
+        ss.log_likelihood(wrap(score), sde, x, trace=trace)
+    # a network wrapped in no_grad: the parameters do not matter, the input dependence does
+    net = ss.ScoreModel(ss.MLP(2, 8, 1), sde).double()
+    with pytest.raises(ss.ArgumentError, match="not differentiable in x"):
+        ss.log_likelihood(_no_grad_wrapper(net), sde, x, trace=trace)
+    ss.log_likelihood(net, sde, x, trace=trace, rtol=1e-3, atol=1e-3)  # the network itself is fine
+
+
+def test_prior_log_prob_that_returns_nan_is_an_error(case):
+    score, sde, x = case
+    with pytest.raises(ss.NonFiniteError, match="prior_log_prob returned NaN or \\+inf for 4 of 4"):
+        ss.log_likelihood(score, sde, x, prior_log_prob=lambda z: torch.full((z.shape[0],), float("nan"), dtype=z.dtype))
+    with pytest.raises(ss.ArgumentError, match="prior_log_prob must return a floating tensor of shape \\(4,\\)"):
+        ss.log_likelihood(score, sde, x, prior_log_prob=lambda z: torch.zeros(z.shape[0], dtype=torch.int64))
+    # -inf is a valid answer (zero prior density), not an error
+    res = ss.log_likelihood(score, sde, x, prior_log_prob=lambda z: torch.full((z.shape[0],), -math.inf, dtype=z.dtype))
+    assert bool((res.log_p == -math.inf).all())
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_data_get_a_clear_error(case, dtype):
+    score, sde, x = case
+    for fn in (ss.log_likelihood, ss.encode, ss.decode):
+        with pytest.raises(ss.ArgumentError, match=f"must be float32 or float64, got {dtype}"):
+            fn(score, sde, x.to(dtype))
+    with pytest.raises(ss.ArgumentError, match="x must be float32 or float64"):
+        ss.nll_bound(score, sde, x.to(dtype))
+
+
+def test_data_that_overflow_the_score_say_so_with_the_time(case):
+    # x = 1e30 in float32: the mixture's score overflows to NaN at once. This used to end in the
+    # misleading "t must lie in [0, T], got nan"; it is the drift's failure at t = eps.
+    score, sde, _ = case
+    x = torch.full((4, 2), 1e30, dtype=torch.float32)
+    with pytest.raises(ss.ODESolveError, match=r"drift became non-finite \(NaN or inf\) at t=1e-05") as info:
+        ss.log_likelihood(ss.analytic.ring_mixture(8, radius=4.0, std=0.3).to(dtype=torch.float32).score_fn(sde), sde, x)
+    assert info.value.reason == "non_finite"
+
+
+def test_nll_bound_checks_the_score_and_the_prior():
+    sde, gmm = ss.VPSDE(), mixture(2)
+    x = data(gmm, sde, 4)
+    score = gmm.score_fn(sde)
+    with pytest.raises(ss.ArgumentError, match="score_fn must return a tensor of x's shape \\(256, 2\\), got \\(2, 256\\)"):
+        ss.nll_bound(lambda y, t: score(y, t).T, sde, x, samples=64)  # accepted before: 76 nats off
+    nan_late = lambda y, t: torch.where((t > 0.5)[:, None], math.nan, score(y, t))  # noqa: E731
+    with pytest.raises(ss.NonFiniteError, match=r"score_fn returned NaN or inf at t=0\.5") as info:
+        ss.nll_bound(nan_late, sde, x, samples=64)
+    assert 0.5 < float(re.search(r"at t=([0-9.]+)", str(info.value)).group(1)) < 0.6
+    with pytest.raises(ss.ArgumentError, match="prior_log_prob must return a floating tensor of shape \\(256,\\)"):
+        ss.nll_bound(score, sde, x, samples=64, prior_log_prob=lambda z: z.sum(1, keepdim=True))
+    with pytest.raises(ss.NonFiniteError, match="prior_log_prob returned NaN"):
+        ss.nll_bound(score, sde, x, samples=64, prior_log_prob=lambda z: z.sum(1) * math.nan)
+
+
+def test_bits_per_dim_refuses_an_integer_dtype(case):
+    score, sde, _ = case
+    u = torch.randint(0, 256, (4, 2))
+    with pytest.raises(ss.ArgumentError, match="dtype must be a floating-point torch.dtype"):
+        ss.bits_per_dim(score, sde, u, dtype=torch.int64)
