@@ -21,8 +21,18 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from ..errors import ArgumentError, check_float_tensor
+from ..errors import ArgumentError, check_dtype, check_float_tensor, check_int
 from ..sde import SDE, LinearSDE
+
+
+def _as_float_tensor(name: str, value, dtype: torch.dtype, device) -> Tensor:
+    """``value`` (a tensor, number or nested sequence of numbers) as a tensor of ``dtype``."""
+    if isinstance(value, (str, bytes)):
+        raise ArgumentError(f"{name} must be a tensor or a sequence of numbers, got {value!r}")
+    try:
+        return torch.as_tensor(value, dtype=dtype, device=device)
+    except (TypeError, ValueError, RuntimeError):
+        raise ArgumentError(f"{name} must be a tensor or a sequence of numbers, got {value!r:.80}") from None
 
 
 def _require_linear(sde: SDE) -> LinearSDE:
@@ -49,13 +59,12 @@ class GaussianMixture:
     def __init__(self, means, stds=1.0, weights=None, *, dtype=None, device=None):
         if dtype is None:
             dtype = means.dtype if isinstance(means, Tensor) and means.is_floating_point() else torch.float64
-        if not dtype.is_floating_point:
-            raise ArgumentError(f"dtype must be a floating-point dtype, got {dtype}")
-        means = torch.as_tensor(means, dtype=dtype, device=device)
+        check_dtype("dtype", dtype)
+        means = _as_float_tensor("means", means, dtype, device)
         if means.dim() != 2 or means.shape[0] < 1 or means.shape[1] < 1:
             raise ArgumentError(f"means must have shape (K, D) with K, D >= 1, got {tuple(means.shape)}")
         K, D = means.shape
-        stds = torch.as_tensor(stds, dtype=dtype, device=means.device)
+        stds = _as_float_tensor("stds", stds, dtype, means.device)
         if stds.dim() == 0:
             stds = stds.expand(K, D)
         elif stds.shape == (K,):
@@ -66,7 +75,7 @@ class GaussianMixture:
             raise ArgumentError(f"stds must be positive and finite, got {stds.tolist()}")
         if weights is None:
             weights = torch.full((K,), 1.0 / K, dtype=dtype, device=means.device)
-        weights = torch.as_tensor(weights, dtype=dtype, device=means.device)
+        weights = _as_float_tensor("weights", weights, dtype, means.device)
         if weights.shape != (K,):
             raise ArgumentError(f"weights must have shape ({K},), got {tuple(weights.shape)}")
         if not bool((weights > 0).all()) or not bool(torch.isfinite(weights).all()):
@@ -201,10 +210,12 @@ class GaussianMixture:
         Note that under VE, :math:`p_0` is the mixture perturbed by :math:`\sigma_{min}`
         (pass ``t=0``); ``t=None`` gives the clean mixture.
         """
-        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-            raise ArgumentError(f"n must be a non-negative integer, got {n!r}")
+        n = check_int("n", n, 0)
         mu, s, w = self.means, self.stds, self.weights
-        k = torch.multinomial(w, n, replacement=True, generator=generator)
+        if n == 0:  # torch.multinomial refuses to draw nothing
+            k = torch.zeros(0, dtype=torch.long, device=mu.device)
+        else:
+            k = torch.multinomial(w, n, replacement=True, generator=generator)
         z = torch.randn((n, self.dim), generator=generator, dtype=mu.dtype, device=mu.device)
         x = mu[k] + s[k] * z
         if t is not None:

@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from ..errors import ArgumentError
+from ..errors import ArgumentError, check_int, check_interval, check_positive, check_seed
 from .gmm import GaussianMixture
 
 
@@ -23,8 +23,8 @@ def ring_mixture(
     The default weights are unequal, ``k + 1`` normalised (1/36 ... 8/36 for 8 modes), so a
     sampler that drops or evens out modes is caught.
     """
-    if not isinstance(n_components, int) or n_components < 1:
-        raise ArgumentError(f"n_components must be a positive integer, got {n_components!r}")
+    n_components = check_int("n_components", n_components)
+    radius, std = check_positive("radius", radius), check_positive("std", std)
     angles = torch.arange(n_components, dtype=dtype) * (2 * math.pi / n_components)
     means = radius * torch.stack([angles.cos(), angles.sin()], dim=1)
     if weights is None:
@@ -46,13 +46,13 @@ def random_mixture(
     Means are drawn from :math:`\\mathcal N(0, \\text{spread}^2 I)`, per-coordinate stds uniformly
     from ``std_range``, weights from a Dirichlet(2) draw: well separated for ``dim >= 4``.
     """
-    if not isinstance(dim, int) or dim < 1:
-        raise ArgumentError(f"dim must be a positive integer, got {dim!r}")
-    if not isinstance(n_components, int) or n_components < 1:
-        raise ArgumentError(f"n_components must be a positive integer, got {n_components!r}")
-    gen = torch.Generator().manual_seed(seed)
+    dim, n_components = check_int("dim", dim), check_int("n_components", n_components)
+    spread = check_positive("spread", spread)
+    lo, hi = check_interval("std_range", std_range)
+    if lo <= 0:
+        raise ArgumentError(f"std_range must be (lo, hi) with 0 < lo < hi, got {std_range!r}")
+    gen = torch.Generator().manual_seed(check_seed("seed", seed))
     means = spread * torch.randn(n_components, dim, generator=gen, dtype=dtype)
-    lo, hi = std_range
     stds = lo + (hi - lo) * torch.rand(n_components, dim, generator=gen, dtype=dtype)
     # Gamma(2) draws as sums of two exponentials, so the generator alone fixes them
     weights = -torch.log(torch.rand(n_components, 2, generator=gen, dtype=dtype)).sum(1)

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from ..analytic import GaussianMixture
-from ..errors import ArgumentError
+from ..errors import ArgumentError, check_dtype, check_int, check_seed
 from .images import TensorData
 
 
@@ -24,8 +24,7 @@ class MixtureDataset(TensorData):
     def __init__(self, gmm: GaussianMixture, n: int = 10_000, *, seed: int = 0, dtype: torch.dtype = torch.float32):
         if not isinstance(gmm, GaussianMixture):
             raise ArgumentError(f"gmm must be a scoresde.analytic.GaussianMixture, got {type(gmm).__name__}")
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise ArgumentError(f"n must be a positive integer, got {n!r}")
+        n, seed, dtype = check_int("n", n), check_seed("seed", seed), check_dtype("dtype", dtype)
         self.gmm = gmm
         super().__init__(gmm.sample(n, generator=torch.Generator(device=gmm.means.device).manual_seed(seed)).to(dtype))
 

@@ -12,7 +12,7 @@ import math
 import torch
 from torch import Tensor
 
-from ..errors import ArgumentError
+from ..errors import check_choice, check_dtype, check_int, check_nonneg, check_seed
 from .images import TensorData
 
 TOY_NAMES = ("swiss_roll", "moons", "8gaussians", "checkerboard", "pinwheel", "rings")
@@ -36,12 +36,11 @@ def toy_sample(name: str, n: int, *, generator: torch.Generator | None = None, s
         generator / seed: the randomness (a seed builds a fresh generator).
         noise: std of the Gaussian jitter (each set has its own default).
     """
-    if name not in TOY_NAMES:
-        raise ArgumentError(f"name must be one of {TOY_NAMES}, got {name!r}")
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ArgumentError(f"n must be a positive integer, got {n!r}")
+    check_choice("name", name, TOY_NAMES)
+    n = check_int("n", n)
+    check_dtype("dtype", dtype)
     if generator is None:
-        generator = torch.Generator().manual_seed(0 if seed is None else int(seed))
+        generator = torch.Generator().manual_seed(0 if seed is None else check_seed("seed", seed))
     g = generator
     if name == "swiss_roll":
         s = 1.5 * math.pi * (1 + 2 * _rand(n, g, dtype))
@@ -79,9 +78,7 @@ def toy_sample(name: str, n: int, *, generator: torch.Generator | None = None, s
         ang = 2 * math.pi * _rand(n, g, dtype)
         x = 0.8 * k[:, None] * torch.stack([ang.cos(), ang.sin()], 1)
         default = 0.08
-    noise = default if noise is None else float(noise)
-    if noise < 0:
-        raise ArgumentError(f"noise must be >= 0, got {noise!r}")
+    noise = default if noise is None else check_nonneg("noise", noise)
     if noise > 0:
         x = x + noise * _randn(n, 2, g=g, dtype=dtype)
     return x

@@ -41,7 +41,15 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from ..errors import ArgumentError, check_float_tensor
+from ..errors import (
+    ArgumentError,
+    check_callable,
+    check_choice,
+    check_eps,
+    check_float_tensor,
+    check_int,
+    check_positive,
+)
 from ..sde import SDE, LinearSDE, torchsde_integrate
 from ..sde.base import expand_to
 
@@ -77,11 +85,8 @@ class DSMLoss:
                 f"sde must be a LinearSDE for denoising score matching (it needs p(x_t | x_0)), got "
                 f"{type(sde).__name__}; use SlicedScoreMatchingLoss for SDEs without a closed-form kernel"
             )
-        if weighting not in WEIGHTINGS:
-            raise ArgumentError(f"weighting must be one of {WEIGHTINGS}, got {weighting!r}")
-        eps = sde.eps if eps is None else float(eps)
-        if not 0 < eps < sde.T:
-            raise ArgumentError(f"eps must lie in (0, T={sde.T:g}), got {eps!r}")
+        check_choice("weighting", weighting, WEIGHTINGS)
+        eps = check_eps(sde.eps if eps is None else eps, sde.T)
         self.sde = sde
         self.weighting = weighting
         self.importance_sampling = bool(importance_sampling) and weighting == "likelihood"
@@ -172,16 +177,13 @@ class SlicedScoreMatchingLoss:
     ):
         if not isinstance(sde, SDE):
             raise ArgumentError(f"sde must be a scoresde.SDE, got {type(sde).__name__}")
-        if isinstance(n_times, bool) or not isinstance(n_times, int) or n_times < 2:
-            raise ArgumentError(f"n_times must be an integer >= 2, got {n_times!r}")
-        if isinstance(n_projections, bool) or not isinstance(n_projections, int) or n_projections < 1:
-            raise ArgumentError(f"n_projections must be a positive integer, got {n_projections!r}")
-        t_min = max(sde.eps, 0.01 * sde.T) if t_min is None else float(t_min)
-        if not 0 < t_min < sde.T:
-            raise ArgumentError(f"t_min must lie in (0, T={sde.T:g}), got {t_min!r}")
-        if not dt > 0:
-            raise ArgumentError(f"dt must be positive, got {dt!r}")
-        self.sde, self.n_times, self.t_min, self.dt = sde, n_times, t_min, float(dt)
+        n_times = check_int("n_times", n_times, 2)
+        n_projections = check_int("n_projections", n_projections)
+        t_min = check_eps(max(sde.eps, 0.01 * sde.T) if t_min is None else t_min, sde.T, name="t_min")
+        dt = check_positive("dt", dt)
+        if weighting is not None:
+            check_callable("weighting", weighting, "weighting(t) -> (batch,)")
+        self.sde, self.n_times, self.t_min, self.dt = sde, n_times, t_min, dt
         self.n_projections = n_projections
         self.weighting = weighting
         self.config = {"loss": "ssm", "n_times": n_times, "t_min": t_min, "dt": self.dt, "n_projections": n_projections}

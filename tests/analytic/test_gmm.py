@@ -176,6 +176,6 @@ def test_bad_inputs_are_named():
         gmm.score(torch.zeros(4, 2, dtype=F64), torch.full((3,), 0.5, dtype=F64), sde)
     with pytest.raises(ValueError, match=r"t must lie in \[0, T\]"):
         gmm.score(torch.zeros(4, 2, dtype=F64), 1.5, sde)
-    with pytest.raises(ValueError, match="n must be a non-negative integer"):
+    with pytest.raises(ValueError, match="n must be an integer >= 0"):
         gmm.sample(-1)
     assert math.isfinite(float(gmm.log_prob(torch.zeros(1, 2, dtype=F64), 0.0, sde)))

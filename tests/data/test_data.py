@@ -48,7 +48,7 @@ def test_toy_set_shapes_are_right():
     assert torch.all(cells == 0)  # only the "black" squares of the board
     with pytest.raises(ValueError, match="name must be one of"):
         toy_sample("spiral", 10)
-    with pytest.raises(ValueError, match="n must be a positive integer"):
+    with pytest.raises(ValueError, match="n must be an integer >= 1"):
         toy_sample("moons", 0)
     ds = ToyDataset("moons", 100, seed=3)
     assert len(ds) == 100 and torch.equal(ds[5], toy_sample("moons", 100, seed=3)[5])
