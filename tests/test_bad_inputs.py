@@ -18,6 +18,13 @@ import scoresde as ss
 
 F64 = torch.float64
 GMM = ss.analytic.ring_mixture()
+_X = GMM.sample(20, generator=torch.Generator().manual_seed(0))
+
+
+def _viz():
+    import scoresde.viz
+
+    return scoresde.viz
 
 
 def _trainer(**kw):
@@ -89,6 +96,27 @@ CASES = [
     ("dequantize bins", lambda: ss.likelihood.dequantize(torch.zeros(2, 2), num_bins=0), "num_bins must be an integer >= 1"),
     ("dequantize range", lambda: ss.likelihood.dequantize(torch.zeros(2, 2), data_range=(1, -1)), "data_range must be \\(lo, hi\\)"),
     ("dequantize levels", lambda: ss.likelihood.dequantize(torch.full((2, 2), 300.0)), "u must hold integers in \\[0, 255\\]"),
+    # ---- metrics and plots -------------------------------------------------------------------------
+    ("sw seed float", lambda: ss.metrics.sliced_wasserstein(_X, _X, seed=1.5), "seed must be an integer in \\[0, "),
+    ("sw projections", lambda: ss.metrics.sliced_wasserstein(_X, _X, n_projections=0), "n_projections must be an integer >= 1"),
+    ("sw p", lambda: ss.metrics.sliced_wasserstein(_X, _X, p=3), "p must be one of 1, 2"),
+    ("sw nan samples", lambda: ss.metrics.sliced_wasserstein(_X * math.nan, _X), "x must be finite: 20 of its 20 samples"),
+    ("sw event sizes", lambda: ss.metrics.sliced_wasserstein(_X, torch.zeros(5, 3)), "x and y must have the same event size"),
+    ("mmd bandwidth str", lambda: ss.metrics.mmd(_X, _X, bandwidth="a"), "bandwidth must be a positive number, got 'a'"),
+    ("energy int samples", lambda: ss.metrics.energy_distance(_X.long(), _X), "x must be a floating-point tensor with at least 2"),
+    ("dispersion nan", lambda: ss.metrics.dispersion(_X * math.inf, GMM), "x must be finite"),
+    ("dispersion gmm", lambda: ss.metrics.dispersion(_X, "ring"), "gmm must be a scoresde.analytic.GaussianMixture"),
+    ("chi2 weights shape", lambda: ss.metrics.occupancy_chi2(_X, GMM, expected_weights=torch.ones(3)),
+     "expected_weights must be a tensor of 8 non-negative weights"),
+    ("chi2 too few", lambda: ss.metrics.occupancy_chi2(_X[:0], GMM), "too few samples for a chi-square test"),
+    ("scatter not a mapping", lambda: _viz().scatter_panels("x"), "panels must be a non-empty mapping"),
+    ("scatter 3-d points", lambda: _viz().scatter_panels({"a": torch.zeros(5, 3)}), "panel 'a' must hold \\(n, 2\\) points"),
+    ("image grid nrow", lambda: _viz().image_grid(torch.zeros(4, 1, 8, 8), nrow=0), "nrow must be an integer >= 1"),
+    ("image grid shape", lambda: _viz().image_grid(torch.zeros(5, 3)), "images must have shape \\(n, 1 or 3, H, W\\)"),
+    ("trajectories", lambda: _viz().trajectory_panels([]), "trajectories must be a non-empty mapping"),
+    ("curves no rows", lambda: _viz().comparison_curves([], metrics=["sliced_w2"]), "rows must hold at least one row"),
+    ("curves missing key", lambda: _viz().comparison_curves([{"nfe": 1, "sampler": "em"}], metrics=["w2"]),
+     "every row must have the key 'w2'"),
     # ---- networks and score models ---------------------------------------------------------------
     ("mlp dim str", lambda: ss.MLP("a"), "dim must be an integer >= 1, got 'a'"),
     ("mlp hidden 0", lambda: ss.MLP(2, 0), "hidden must be an integer >= 1, got 0"),

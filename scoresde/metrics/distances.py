@@ -10,13 +10,24 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..errors import ArgumentError
+from ..errors import ArgumentError, check_choice, check_int, check_positive, check_seed
+
+
+def check_finite_samples(name: str, x: Tensor) -> Tensor:
+    """Refuse samples with NaN or inf: a distance or a mode count of them would be meaningless."""
+    finite = torch.isfinite(x)
+    bad = ~finite.flatten(1).all(1) if x.dim() > 1 else ~finite
+    if bool(bad.any()):
+        raise ArgumentError(f"{name} must be finite: {int(bad.sum())} of its {x.shape[0]} samples hold NaN or inf")
+    return x
 
 
 def _pair(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
     for name, v in (("x", x), ("y", y)):
         if not isinstance(v, Tensor) or not v.is_floating_point() or v.dim() < 1 or v.shape[0] < 2:
-            raise ArgumentError(f"{name} must be a floating-point tensor with at least 2 samples, got {v!r:.60}")
+            got = f"shape {tuple(v.shape)}, dtype {v.dtype}" if isinstance(v, Tensor) else type(v).__name__
+            raise ArgumentError(f"{name} must be a floating-point tensor with at least 2 samples, got {got}")
+        check_finite_samples(name, v)
     x, y = x.reshape(x.shape[0], -1), y.reshape(y.shape[0], -1)
     if x.shape[1] != y.shape[1]:
         raise ArgumentError(f"x and y must have the same event size, got {x.shape[1]} and {y.shape[1]}")
@@ -31,11 +42,9 @@ def sliced_wasserstein(x: Tensor, y: Tensor, *, n_projections: int = 256, p: int
     each 1-D :math:`W_p` compares sorted projections (quantiles at common levels when ``n != m``).
     """
     x, y = _pair(x, y)
-    if not isinstance(n_projections, int) or n_projections < 1:
-        raise ArgumentError(f"n_projections must be a positive integer, got {n_projections!r}")
-    if p not in (1, 2):
-        raise ArgumentError(f"p must be 1 or 2, got {p!r}")
-    gen = torch.Generator().manual_seed(seed)
+    n_projections = check_int("n_projections", n_projections)
+    check_choice("p", p, (1, 2))
+    gen = torch.Generator().manual_seed(check_seed("seed", seed))
     theta = torch.randn(x.shape[1], n_projections, generator=gen, dtype=x.dtype).to(x.device)
     theta = theta / theta.norm(dim=0, keepdim=True)
     px, _ = (x @ theta).sort(0)
@@ -62,8 +71,7 @@ def mmd(x: Tensor, y: Tensor, *, bandwidth: float | None = None) -> Tensor:
     if bandwidth is None:
         h2 = torch.cat([dxx.flatten(), dyy.flatten(), dxy.flatten()]).median().clamp_min(1e-12)
     else:
-        if not bandwidth > 0:
-            raise ArgumentError(f"bandwidth must be positive, got {bandwidth!r}")
+        bandwidth = check_positive("bandwidth", bandwidth)
         h2 = torch.as_tensor(bandwidth**2, dtype=x.dtype)
     n, m = len(x), len(y)
     kxx = torch.exp(-dxx / (2 * h2))

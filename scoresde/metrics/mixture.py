@@ -24,6 +24,7 @@ from torch import Tensor
 
 from ..analytic import GaussianMixture
 from ..errors import ArgumentError
+from .distances import check_finite_samples
 
 
 def _check(x: Tensor, gmm: GaussianMixture) -> Tensor:
@@ -32,7 +33,7 @@ def _check(x: Tensor, gmm: GaussianMixture) -> Tensor:
     if not isinstance(x, Tensor) or not x.is_floating_point() or x.dim() != 2 or x.shape[1] != gmm.dim:
         got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
         raise ArgumentError(f"x must be a floating-point tensor of shape (n, {gmm.dim}), got {got}")
-    return x
+    return check_finite_samples("x", x)
 
 
 def component_log_prob(x: Tensor, gmm: GaussianMixture) -> Tensor:
@@ -87,6 +88,13 @@ def occupancy_chi2(x: Tensor, gmm: GaussianMixture, *, expected_weights: Tensor 
 
     n = len(_check(x, gmm))
     counts = torch.bincount(assign(x, gmm), minlength=gmm.n_components).double().cpu()
+    if expected_weights is not None:
+        ok = isinstance(expected_weights, Tensor) and expected_weights.shape == (gmm.n_components,)
+        if not ok or not bool((expected_weights.double() >= 0).all()) or not float(expected_weights.sum()) > 0:
+            raise ArgumentError(
+                f"expected_weights must be a tensor of {gmm.n_components} non-negative weights with a positive sum, "
+                f"got {expected_weights!r:.80}"
+            )
     w = (gmm.weights if expected_weights is None else expected_weights).double().cpu()
     expected = n * w / w.sum()
     order = torch.argsort(expected)

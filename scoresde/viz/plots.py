@@ -14,7 +14,7 @@ import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from ..errors import ArgumentError
+from ..errors import ArgumentError, check_int
 
 
 def _numpy(x) -> np.ndarray:
@@ -31,6 +31,11 @@ def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = 120) -> None:
     ext = os.path.splitext(path)[1].lstrip(".") or "png"
     fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format=ext)
     os.replace(tmp, path)
+
+
+def _check_mapping(name: str, value, what: str) -> None:
+    if not isinstance(value, Mapping) or not value:
+        raise ArgumentError(f"{name} must be a non-empty mapping {what}, got {type(value).__name__}")
 
 
 def _new_figure(ncols: int, size: float = 3.6, height: float | None = None) -> tuple[Figure, list]:
@@ -53,6 +58,7 @@ def scatter_panels(
     ``density``, a function ``(m, 2) tensor -> (m,) log-density``, is drawn as contours under
     every panel (e.g. the exact mixture's log p_0).
     """
+    _check_mapping("panels", panels, "name -> (n, 2) points")
     arrays = {name: _numpy(x)[:max_points] for name, x in panels.items()}
     for name, a in arrays.items():
         if a.ndim != 2 or a.shape[1] != 2:
@@ -97,7 +103,7 @@ def image_grid(
     if imgs.ndim != 4 or imgs.shape[1] not in (1, 3):
         raise ArgumentError(f"images must have shape (n, 1 or 3, H, W), got {imgs.shape}")
     n, c, h, w = imgs.shape
-    nrow = nrow or int(np.ceil(np.sqrt(n)))
+    nrow = int(np.ceil(np.sqrt(n))) if nrow is None else check_int("nrow", nrow)
     ncol = int(np.ceil(n / nrow))
     lo, hi = value_range
     imgs = np.clip((imgs - lo) / (hi - lo), 0, 1)
@@ -127,6 +133,7 @@ def trajectory_panels(
     path: str | os.PathLike | None = None,
 ) -> Figure:
     """2-D paths of a few samples: ``{name: (times (S,), states (S, n, 2))}``, start to end."""
+    _check_mapping("trajectories", trajectories, "name -> (times, states)")
     fig, axes = _new_figure(len(trajectories))
     for ax, (name, (times, states)) in zip(axes, trajectories.items(), strict=True):
         xs = _numpy(states)
@@ -157,6 +164,11 @@ def comparison_curves(
     path: str | os.PathLike | None = None,
 ) -> Figure:
     """One panel per metric: each group's metric against ``x`` (e.g. quality vs NFE), log-log."""
+    if not rows:
+        raise ArgumentError("rows must hold at least one row to plot, got none")
+    for key in (x, group, *metrics):
+        if any(key not in row for row in rows):
+            raise ArgumentError(f"every row must have the key {key!r} (x, group and metrics name row keys)")
     groups: dict[str, list[Mapping]] = {}
     for row in rows:
         groups.setdefault(str(row[group]), []).append(row)
