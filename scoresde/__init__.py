@@ -37,7 +37,7 @@ from .sampling import (
     sample,
 )
 from .sde import SDE, VESDE, VPSDE, LinearSDE, ReverseSDE, SubVPSDE
-from .training import DSMLoss, SlicedScoreMatchingLoss, TrainConfig, Trainer
+from .training import DSMLoss, Run, SlicedScoreMatchingLoss, TrainConfig, Trainer, load_run
 
 __version__ = "0.1.0"
 
@@ -76,6 +76,8 @@ __all__ = [
     "ScoreModel",
     "Trainer",
     "TrainConfig",
+    "load_run",
+    "Run",
     "DSMLoss",
     "SlicedScoreMatchingLoss",
     "ToyDataset",

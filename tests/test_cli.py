@@ -58,7 +58,9 @@ def trained_run(tmp_path_factory):
 def test_train_writes_a_checkpoint_that_carries_its_config(trained_run):
     cfg = json.loads((trained_run / "config.json").read_text())
     assert cfg["train"]["steps"] == 30 and cfg["train"]["seed"] == 3
-    assert cfg["model"]["cli_config"]["model"]["hidden"] == 32
+    assert cfg["model"]["net"] == {"name": "MLP", "kwargs": {"dim": 2, "hidden": 32, "depth": 1, "embedding": "fourier",
+                                                            "embedding_dim": 64, "embedding_scale": None, "out_dim": 2}}
+    assert cfg["metadata"]["cli"]["model"]["hidden"] == 32 and cfg["metadata"]["cli"]["data"]["name"] == "ring"
     assert (trained_run / "checkpoints" / "step_00000030.ckpt").is_file()
 
 
@@ -84,7 +86,7 @@ def test_likelihood_reports_nll_next_to_the_true_one(trained_run, tmp_path, caps
     printed = capsys.readouterr().out
     assert "true NLL" in printed and "reverse-SDE model: NLL <=" in printed
     assert main(["likelihood", "--checkpoint", str(trained_run), "--n", "4", "--sde-bound", "-3"]) == 2
-    assert "--sde-bound: samples must be an integer >= 1" in capsys.readouterr().err
+    assert "--sde-bound must be an integer >= 0, got -3" in capsys.readouterr().err
     assert main(["likelihood", "--checkpoint", str(trained_run), "--n", "4", "--trace", "hutchinson",
                  "--rtol", "1e-3", "--atol", "1e-3"]) == 0
 
@@ -164,9 +166,9 @@ def test_unwritable_output_folder(tmp_path, capsys):
     blocker = tmp_path / "a_file"
     blocker.write_text("x")
     assert main(["compare", "--analytic", "ring", "--samplers", "em", "--nfe", "10", "--out", str(blocker / "sub")]) == 2
-    assert_one_line_error(capsys.readouterr().err, "cannot write to output folder")
+    assert_one_line_error(capsys.readouterr().err, f"cannot write to --out {str(blocker / 'sub')!r}: Not a directory")
     assert main(["demo", "--budget", "quick", "--out", str(blocker / "report")]) == 2
-    assert_one_line_error(capsys.readouterr().err, "cannot write to output folder")
+    assert_one_line_error(capsys.readouterr().err, f"the folder of --out {str(blocker)!r} exists and is not a folder")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]
 
 
@@ -242,3 +244,315 @@ def test_diverging_training_is_a_one_line_error(tmp_path, capsys):
         pytest.skip("the loss stayed finite at this learning rate")
     assert rc == 2
     assert_one_line_error(err, "training diverged")
+
+
+# ---- run folders: refusals that leave every byte in place -----------------------------------
+TRAIN = ["train", "--config", str(ROOT / "configs/toy2d.yaml"), "train.steps=30", "train.batch_size=64",
+         "model.hidden=32", "model.depth=1", "train.progress=false", "--seed", "3", "--threads", "1"]
+
+
+def snapshot(folder):
+    return {str(p.relative_to(folder)): (p.read_bytes() if p.is_file() else None) for p in sorted(Path(folder).rglob("*"))}
+
+
+@pytest.fixture
+def run_copy(trained_run, tmp_path):
+    import shutil
+
+    shutil.copytree(trained_run, tmp_path / "run")
+    return tmp_path / "run"
+
+
+def test_train_into_a_folder_that_holds_a_run_is_refused(run_copy, capsys):
+    before = snapshot(run_copy)
+    assert main([*TRAIN, "--out", str(run_copy)]) == 2
+    assert_one_line_error(capsys.readouterr().err, f"run folder {str(run_copy)!r} already holds a run")
+    assert snapshot(run_copy) == before
+
+
+@pytest.mark.parametrize("override, needle", [
+    ("model.hidden=64", "model.net.kwargs.hidden: 32 -> 64"),
+    ("train.lr=0.05", "train.lr: 0.002 -> 0.05"),
+    ("data.seed=9", "metadata.cli.data.seed: 1 -> 9"),
+    ("train.steps=60", "train.steps: 30 -> 60"),  # the cosine schedule decays over `steps`
+])
+def test_resume_with_a_changed_config_refuses_and_touches_nothing(run_copy, capsys, override, needle):
+    before = snapshot(run_copy)
+    assert main([*TRAIN, "--out", str(run_copy), "--resume", override]) == 2  # an override after the options too
+    err = capsys.readouterr().err
+    assert_one_line_error(err, needle)
+    assert "cannot resume run folder" in err
+    assert snapshot(run_copy) == before
+
+
+def test_resume_may_change_logging_and_records_it(run_copy, capsys):
+    assert main([*TRAIN, "--out", str(run_copy), "--resume", "train.log_every=7", "train.keep_checkpoints=5"]) == 0
+    assert "resumed at step 30" in capsys.readouterr().out
+    assert json.loads((run_copy / "config.json").read_text())["train"]["log_every"] == 7
+
+
+# ---- load_run behind every command ------------------------------------------------------------
+def test_load_run_round_trips_a_cli_run_and_sample_uses_it(trained_run, tmp_path):
+    import torch
+
+    import scoresde as ss
+    from scoresde.cli.common import score_fn_for
+    from scoresde.training import load_checkpoint
+
+    run = ss.load_run(trained_run)
+    assert run.step == 30 and run.data_shape == (2,) and run.metadata["cli"]["data"]["name"] == "ring"
+    # the same model built by hand from the file's EMA weights
+    torch.manual_seed(0)
+    by_hand = ss.ScoreModel(ss.MLP(2, 32, 1), ss.VPSDE(0.1, 20.0), data_std=4.0)
+    by_hand.load_state_dict(load_checkpoint(trained_run / "checkpoints" / "step_00000030.ckpt")["ema"]["model"])
+    x, t = torch.randn(8, 2), torch.linspace(0.1, 1.0, 8)
+    with torch.no_grad():
+        assert torch.equal(run.model(x, t), by_hand.eval()(x, t))
+    assert main(["sample", "--checkpoint", str(trained_run), "--sampler", "em", "--steps", "20", "--n", "50",
+                 "--out", str(tmp_path / "a.npz"), "--seed", "5"]) == 0
+    res = ss.sample(score_fn_for(run.model), run.sde, (50, 2), sampler="euler_maruyama", steps=20, seed=5)
+    np.testing.assert_array_equal(np.load(tmp_path / "a.npz")["x"], res.x.numpy())
+
+
+def test_a_run_trained_through_the_python_api_serves_every_command(tmp_path, capsys):
+    import torch
+    from safetensors.torch import load_file
+
+    import scoresde as ss
+
+    sde = ss.VPSDE(schedule="cosine")
+    torch.manual_seed(0)
+    model = ss.ScoreModel(ss.MLP(2, 16, 1), sde, data_std=4.0)
+    trainer = ss.Trainer(model, ss.DSMLoss(sde), ss.MixtureDataset(ss.analytic.ring_mixture(), 500, seed=0),
+                         tmp_path / "api", steps=20, batch_size=64, progress=False).fit()
+    assert main(["sample", "--checkpoint", str(tmp_path / "api"), "--sampler", "dpm_solver", "--steps", "5", "--n", "20",
+                 "--out", str(tmp_path / "s.npz"), "--seed", "1"]) == 0
+    run = ss.load_run(tmp_path / "api")
+    with torch.no_grad():
+        want = ss.sample(run.model, run.sde, (20, 2), sampler="dpm_solver", steps=5, seed=1).x
+    np.testing.assert_array_equal(np.load(tmp_path / "s.npz")["x"], want.numpy())
+    assert main(["likelihood", "--checkpoint", str(tmp_path / "api"), "--n", "3", "--rtol", "1e-3", "--atol", "1e-3"]) == 2
+    assert_one_line_error(capsys.readouterr().err, "records no data set (not trained by `scoresde train`): pass --data")
+    assert main(["likelihood", "--checkpoint", str(tmp_path / "api"), "--data", "ring", "--n", "3", "--rtol", "1e-3",
+                 "--atol", "1e-3", "--json", str(tmp_path / "ll.json")]) == 0
+    assert np.isfinite(json.loads((tmp_path / "ll.json").read_text())["nll_nats"])
+    assert main(["compare", "--checkpoint", str(tmp_path / "api"), "--data", "ring", "--samplers", "em", "--nfe", "5",
+                 "--n", "50", "--out", str(tmp_path / "cmp")]) == 0
+    assert main(["export", "--checkpoint", str(tmp_path / "api"), "--out", str(tmp_path / "w.safetensors")]) == 0
+    tensors = load_file(str(tmp_path / "w.safetensors"))
+    ema = trainer.ema.model.state_dict()
+    assert tensors.keys() == ema.keys() and all(torch.equal(tensors[k], ema[k]) for k in ema)
+    assert main(["export", "--checkpoint", str(tmp_path / "api"), "--out", str(tmp_path / "raw.safetensors"), "--raw"]) == 0
+    raw = load_file(str(tmp_path / "raw.safetensors"))
+    assert all(torch.equal(raw[k], v) for k, v in trainer.model.state_dict().items())
+    assert leftovers(tmp_path) == []
+
+
+# ---- every command's mistakes: one line naming the argument, exit 2, before any expensive work
+BAD_INVOCATIONS = [
+    (["sample", "--checkpoint", "{run}", "--option", "foo=1"], "--option foo: sampler 'euler_maruyama' has no option 'foo'"),
+    (["sample", "--checkpoint", "{run}", "--sampler", "pc", "--option", "snrr=0.1"], "has no option 'snrr'; its options are: "),
+    (["sample", "--checkpoint", "{run}", "--sampler", "pc", "--option", "snr=-1"], "--option: sampler 'pc': snr must be"),
+    (["sample", "--checkpoint", "{run}", "--option", "novalue"], "--option must look like name=value"),
+    (["sample", "--checkpoint", "{run}", "--n", "0"], "--n must be an integer >= 1, got 0"),
+    (["sample", "--checkpoint", "{run}", "--steps", "-5"], "--steps must be an integer >= 1, got -5"),
+    (["sample", "--checkpoint", "{run}", "--seed", "-1"], "--seed must be an integer in [0, "),
+    (["sample", "--checkpoint", "{run}", "--device", "cuda:7"], "--device='cuda:7'"),
+    (["sample", "--checkpoint", "{run}", "--device", "gpu"], "--device must be a device such as 'cpu'"),
+    (["sample", "--checkpoint", "{tmp}/nope"], "does not exist"),
+    (["sample", "--checkpoint", "{tmp}/notes.txt"], "is not a scoresde checkpoint"),
+    (["sample", "--checkpoint", "{tmp}/empty"], "holds no checkpoint"),
+    (["sample", "--checkpoint", "{other_arch}"], "holds the weights of another architecture"),
+    (["sample", "--checkpoint", "{run}", "--out", "{tmp}"], "is a folder; give a file name"),
+    (["sample", "--checkpoint", "{run}", "--out", "{tmp}/notes.txt/s.npz"], "exists and is not a folder"),
+    (["sample", "--checkpoint", "{run}", "--plot", "{tmp}/p.xyz"], "unsupported image type '.xyz'"),
+    (["sample", "--checkpoint", "{run}", "--sde", "nomodule_xyz:X"], "cannot import module 'nomodule_xyz'"),
+    (["sample", "--checkpoint", "{run}", "--sde", "vpp"], "--sde must be a built-in name or look like"),
+    (["sample", "--checkpoint", "{run}", "--sde", "scoresde:MLP"], "is not a subclass of scoresde.SDE"),
+    (["likelihood", "--checkpoint", "{run}", "--n", "-1"], "--n must be an integer >= 0, got -1"),
+    (["likelihood", "--checkpoint", "{run}", "--rtol", "2"], "--rtol must be a number in (0, 1), got 2.0"),
+    (["likelihood", "--checkpoint", "{run}", "--chunk-size", "0"], "--chunk-size must be an integer >= 1"),
+    (["likelihood", "--checkpoint", "{run}", "--sde-bound", "-3"], "--sde-bound must be an integer >= 0, got -3"),
+    (["likelihood", "--checkpoint", "{run}", "--data", "{tmp}/missing.npz"], "missing.npz' does not exist"),
+    (["likelihood", "--checkpoint", "{run}", "--data", "{tmp}/bad.npz"], "is not a readable .npz/.npy array file"),
+    (["likelihood", "--checkpoint", "{run}", "--data", "{tmp}/three.npz"], "has samples of shape (3,), but the model "
+                                                                             "was trained on shape (2,)"),
+    (["likelihood", "--checkpoint", "{run}", "--data", "moons3"], "unknown --data 'moons3'"),
+    (["likelihood", "--checkpoint", "{run}", "--json", "{tmp}"], "--json"),
+    (["compare", "--analytic", "ring", "--n", "0"], "--n must be an integer >= 1, got 0"),
+    (["compare", "--analytic", "ring", "--nfe", "0,10"], "--nfe must be a comma-separated list of positive integers"),
+    (["compare", "--analytic", "ringg"], "unknown --analytic 'ringg'"),
+    (["compare"], "give exactly one of --checkpoint"),
+    (["compare", "--analytic", "ring", "--out", "{tmp}/notes.txt"], "exists and is not a folder"),
+    (["compare", "--analytic", "ring", "--samplers", ","], "--samplers must name at least one sampler"),
+    (["compare", "--checkpoint", "{run}", "--data", "{tmp}/missing.npz"], "missing.npz' does not exist"),
+    (["selfcheck", "--paths", "0"], "--paths must be an integer >= 1, got 0"),
+    (["selfcheck", "--threads", "0"], "--threads must be an integer >= 1, got 0"),
+    (["train", "model.hidden=abc"], "model.hidden must be an integer >= 1, got 'abc'"),
+    (["train", "train.betas=0.9"], "train.betas must be a pair (beta1, beta2)"),
+    (["train", "train.steps=-1"], "train.steps must be an integer >= 1, got -1"),
+    (["train", "train.lr=fast"], "train.lr must be a positive number, got 'fast'"),
+    (["train", "data.n=0"], "data.n must be an integer >= 1, got 0"),
+    (["train", "model.channel_mults=[1,x]"], "model.channel_mults[1] must be an integer >= 1"),
+    (["train", "loss.weighting=l2"], "loss.weighting must be one of 'sigma2', 'likelihood'"),
+    (["train", "sde.kwargs.foo=1"], "sde.kwargs.foo: VPSDE has no argument 'foo'; its arguments are: schedule"),
+    (["train", "sde.kwargs.eps=5"], "sde 'vp': eps must be a number in (0, 1)"),
+    (["train", "sde.kwargs.beta_min=1"], "sde.kwargs.beta_min repeats an argument"),
+    (["train", "sde.name=evil_mod:Evil"], "a class to import is taken only from the command line: --sde evil_mod:Evil"),
+    (["train", "data.name=nope"], "unknown data.name 'nope'"),
+    (["train", "data.name={tmp}/three.npz", "model.net=unet"], "model.net 'unet' needs square images"),
+    (["train", "--config", "{tmp}"], "is not a file"),
+    (["train", "--config", "{tmp}/bad.npz"], "is not"),
+    (["train", "--config", "{tmp}/list.yaml"], "must hold a mapping of keys"),
+    (["train", "--out", "{tmp}/notes.txt"], "is a file, not a folder"),
+    (["train", "--device", "cuda:3"], "device='cuda:3'"),
+    (["train", "--seed", "-2"], "--seed must be an integer in [0, "),
+    (["train", "--sde", "nomodule_xyz:X"], "cannot import module 'nomodule_xyz'"),
+    (["export", "--checkpoint", "{run}", "--out", "{tmp}/w.bin"], "must end in .safetensors"),
+    (["export", "--checkpoint", "{tmp}/nope", "--out", "{tmp}/w.safetensors"], "does not exist"),
+    (["demo", "--seed", "-1", "--out", "{tmp}/demo"], "--seed must be an integer in [0, "),
+    (["demo", "--threads", "0", "--out", "{tmp}/demo"], "--threads must be an integer >= 1, got 0"),
+    (["demo", "--out", "{tmp}/notes.txt"], "exists and is not a folder"),
+]
+
+
+@pytest.fixture
+def mistakes(trained_run, tmp_path, monkeypatch):
+    """Files for the bad invocations; and every expensive step replaced by a failure, so that a
+    check made only after the work (likelihood --sde-bound -3 used to compute first) shows."""
+    import torch
+
+    from scoresde.cli import commands
+    from scoresde.training import Trainer, load_checkpoint, save_checkpoint
+
+    (tmp_path / "notes.txt").write_text("not a checkpoint")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "bad.npz").write_bytes(b"\x00\x01 not an npz")
+    (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
+    np.savez(tmp_path / "three.npz", x=np.zeros((10, 3), dtype=np.float32))
+    state = load_checkpoint(trained_run / "checkpoints" / "step_00000030.ckpt")
+    config = json.loads(state["config_json"])
+    config["model"]["net"]["kwargs"]["hidden"] = 64  # weights of hidden=32 under a config that says 64
+    save_checkpoint({**state, "config_json": json.dumps(config)}, tmp_path / "other.ckpt")
+
+    def expensive(*args, **kwargs):
+        raise AssertionError("expensive work started before the arguments were checked")
+
+    for name in ("sample", "log_likelihood", "nll_bound", "run_comparison"):
+        monkeypatch.setattr(commands, name, expensive)
+    monkeypatch.setattr(Trainer, "fit", expensive)
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: None)
+    return {"run": str(trained_run), "tmp": str(tmp_path), "other_arch": str(tmp_path / "other.ckpt")}
+
+
+@pytest.mark.parametrize("argv, needle", BAD_INVOCATIONS, ids=[" ".join(a)[:60] for a, _ in BAD_INVOCATIONS])
+def test_every_mistake_is_one_line_naming_the_argument(mistakes, capsys, argv, needle):
+    argv = [a.format(**mistakes) for a in argv]
+    needle = needle.format(**mistakes)
+    if argv[0] == "train":
+        argv += ["--out", mistakes["tmp"] + "/trained"] if "--out" not in argv else []
+    elif argv[0] == "sample" and "--out" not in argv:
+        argv += ["--out", mistakes["tmp"] + "/s.npz"]
+    elif argv[0] == "compare" and "--out" not in argv:
+        argv += ["--out", mistakes["tmp"] + "/cmp"]
+    assert main(argv) == 2
+    assert_one_line_error(capsys.readouterr().err, needle)
+    tmp = Path(mistakes["tmp"])
+    assert not (tmp / "trained").exists() and not (tmp / "s.npz").exists() and not (tmp / "cmp" / "compare.csv").exists()
+
+
+# ---- progress bars --------------------------------------------------------------------------
+def test_progress_bars_can_be_turned_off_and_are_off_without_a_terminal(trained_run, tmp_path, capsys, monkeypatch):
+    cases = [(["sample", "--checkpoint", str(trained_run), "--steps", "5", "--n", "10", "--out", str(tmp_path / "s.npz")],
+              "sample["),
+             (["likelihood", "--checkpoint", str(trained_run), "--n", "2", "--rtol", "1e-2", "--atol", "1e-2"],
+              "log-likelihood"),
+             (["compare", "--analytic", "ring", "--samplers", "em", "--nfe", "5", "--n", "20", "--out", str(tmp_path / "c")],
+              "compare samplers"),
+             ([*TRAIN[:-4], "train.steps=3", "train.progress=true", "--out", str(tmp_path / "t")], "training")]
+    for argv, bar in cases:
+        assert main(argv) == 0  # capsys: stderr is not a terminal
+        assert bar not in capsys.readouterr().err
+        monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
+        if argv[0] == "train":
+            argv = [*argv[:-1], str(tmp_path / "t2")]
+        assert main(argv) == 0
+        assert bar in capsys.readouterr().err, argv[0]
+        if argv[0] == "train":
+            argv = [*argv[:-1], str(tmp_path / "t3")]
+        assert main([*argv, "--no-progress"]) == 0
+        assert bar not in capsys.readouterr().err, argv[0]
+        monkeypatch.undo()
+
+
+# ---- outputs never follow a planted link ----------------------------------------------------
+@pytest.mark.skipif(os.name != "posix", reason="POSIX links")
+def test_outputs_replace_links_and_stale_temporaries_go(trained_run, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    victim = tmp_path / "victim"
+    victim.write_text("precious")
+    (out / "s.npz").symlink_to(victim)
+    pid = os.getpid()
+    for name in (f".s.tmp-{pid}.npz", f".s.png.tmp-{pid}", f".s.tmp-{pid}.png"):  # the old scheme's names
+        (out / name).symlink_to(victim)
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    stale, live = out / f".s.npz.tmp-{proc.pid}-abc123", out / f".s.npz.tmp-{os.getppid()}-def456"
+    stale.write_bytes(b"\0" * 1000)  # left by a sample killed mid-write
+    live.write_bytes(b"\0" * 10)  # another process writing the same output right now
+    assert main(["sample", "--checkpoint", str(trained_run), "--steps", "5", "--n", "10", "--out", str(out / "s.npz"),
+                 "--plot", str(out / "s.png")]) == 0
+    assert victim.read_text() == "precious"
+    assert not (out / "s.npz").is_symlink() and np.load(out / "s.npz")["x"].shape == (10, 2)
+    assert not stale.exists() and live.exists()
+
+
+# ---- nothing read from a file decides what is imported --------------------------------------
+EVIL = "from pathlib import Path\nPath(__file__).with_name('IMPORTED').write_text('ran')\nclass Evil:\n    pass\n"
+
+
+@pytest.mark.slow
+def test_files_never_cause_an_import_and_a_custom_sde_comes_from_the_command_line(trained_run, tmp_path):
+    import scoresde as ss
+    from scoresde.training import load_checkpoint, save_checkpoint
+
+    (tmp_path / "evil_mod.py").write_text(EVIL)  # in the working directory: `python -m` would find it
+    (tmp_path / "my_sdes.py").write_text(
+        "import scoresde as ss\n\nclass SteepVP(ss.VPSDE):\n    def __init__(self, beta_max=15.0):\n"
+        "        super().__init__(beta_min=0.1, beta_max=beta_max)\n")
+    state = load_checkpoint(trained_run / "checkpoints" / "step_00000030.ckpt")
+    config = json.loads(state["config_json"])
+    config["model"]["sde"] = {"name": "evil_mod:Evil", "kwargs": {}}
+    save_checkpoint({**state, "config_json": json.dumps(config)}, tmp_path / "crafted.ckpt")
+    (tmp_path / "evil.yaml").write_text("sde:\n  name: evil_mod:Evil\n")
+
+    proc = run_cli("sample", "--checkpoint", "crafted.ckpt", "--out", "s.npz", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert_one_line_error(proc, "the SDE spec names 'evil_mod:Evil', not one of the built-in")
+    proc = run_cli("train", "--config", "evil.yaml", "--out", "r", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert_one_line_error(proc, "a class to import is taken only from the command line: --sde evil_mod:Evil")
+    assert not (tmp_path / "IMPORTED").exists() and not (tmp_path / "r").exists()
+
+    # a user's SDE class: named on the command line when training and when loading
+    proc = run_cli(*TRAIN[:-4], "train.steps=5", "sde.kwargs.beta_max=12.0", "--sde", "my_sdes:SteepVP", "--out", "ramp",
+                   cwd=tmp_path, env_extra=[str(tmp_path)])
+    assert proc.returncode == 0, proc.stderr
+    proc = run_cli("sample", "--checkpoint", "ramp", "--steps", "5", "--n", "10", "--out", "s.npz", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert_one_line_error(proc, "the SDE is 'my_sdes:SteepVP', which is not built in")
+    assert "--sde" in proc.stderr
+    proc = run_cli("sample", "--checkpoint", "ramp", "--steps", "5", "--n", "10", "--out", "s.npz",
+                   "--sde", "my_sdes:SteepVP", cwd=tmp_path, env_extra=[str(tmp_path)])
+    assert proc.returncode == 0, proc.stderr
+    sys.path.insert(0, str(tmp_path))
+    try:
+        import my_sdes
+
+        run = ss.load_run(tmp_path / "ramp", sde=my_sdes.SteepVP(beta_max=12.0))
+        assert run.config["metadata"]["cli"]["sde"]["kwargs"] == {"beta_max": 12.0}
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop("my_sdes", None)
+    assert not (tmp_path / "IMPORTED").exists()

@@ -1,9 +1,12 @@
-"""The ``scoresde`` command: ``demo``, ``train``, ``sample``, ``likelihood``, ``compare``, ``selfcheck``.
+"""The ``scoresde`` command: ``demo``, ``train``, ``sample``, ``likelihood``, ``compare``, ``export``,
+``selfcheck``.
 
 Every user error (a missing checkpoint, an unknown config key or sampler, an output folder that
-cannot be written, bad values) is one line on stderr and exit status 2, never a traceback, and
-outputs are written under temporary names and renamed when complete, so a failed run leaves
-nothing half-written.
+cannot be written, bad values, a run folder in use) is a :class:`~scoresde.ScoreSDEError` or an
+``OSError``, printed as one line on stderr with exit status 2; any other exception is a bug and
+shows its traceback. Every argument is checked before any expensive work, and outputs are
+written under temporary names and renamed when complete, so a failed run leaves nothing
+half-written.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import sys
 import torch
 
 from .. import __version__
-from ..errors import ScoreSDEError
+from ..errors import ScoreSDEError, check_int
 from .common import VALID_KEYS, CLIError
 
 _FORMATTER = argparse.RawDescriptionHelpFormatter
@@ -31,8 +34,14 @@ def _common(p: argparse.ArgumentParser, seed_default: int | None = 0) -> None:
 
 def _sde_option(p: argparse.ArgumentParser, what: str) -> None:
     p.add_argument("--sde", default=None, metavar="SPEC",
-                   help=f"{what}: a built-in name (vp, vp_cosine, subvp, ve) or package.module:ClassName, "
-                        "a scoresde.SDE subclass importable from the current environment (constructed without arguments)")
+                   help=f"{what}: a built-in name (vp, vp_cosine, subvp, ve) or package.module:ClassName, a "
+                        "scoresde.SDE subclass importable from the current environment (constructed with the "
+                        "config's sde.kwargs). Only the command line names a class to import, never a file")
+
+
+def _progress_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bars (they are also off when stderr is not a terminal)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,21 +58,28 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", formatter_class=_FORMATTER, help="train, sample and measure a toy model; write a report",
                        description=demo.__doc__)
     demo.add_arguments(p)
+    _progress_option(p)
     p.set_defaults(run=demo.run)
 
     p = sub.add_parser(
         "train", formatter_class=_FORMATTER, help="train a score model from a YAML config",
         description="Train a score model by denoising score matching (sliced score matching for SDEs without a "
                     "closed-form kernel). The run folder gets config.json, metrics.csv and checkpoints/step_*.ckpt; "
-                    "a checkpoint carries the full config, so the other commands rebuild the model from it.",
+                    "a checkpoint carries the full config, so the other commands rebuild the model from it. A folder "
+                    "that already holds a run is refused (continue it with --resume), and so is a resumed run whose "
+                    "config changes anything but progress, log_every, checkpoint_every, eval_every, "
+                    "keep_checkpoints, tensorboard (and steps under the constant lr_schedule).",
         epilog="Config keys (dotted, for key=value overrides):\n  " + "\n  ".join(VALID_KEYS)
-               + "\nplus sde.kwargs.NAME for a custom SDE's constructor.\nExample: scoresde train --config configs/toy2d.yaml "
-                 "train.steps=500 out=runs/quick")
+               + "\nplus sde.kwargs.NAME for an argument of the SDE's constructor (e.g. sde.kwargs.eps=1e-3)."
+                 "\nExample: scoresde train --config configs/toy2d.yaml train.steps=500 out=runs/quick")
     p.add_argument("--config", default=None, metavar="FILE.yaml", help="YAML config (see configs/); default: built-in "
                    "defaults (ring mixture, VP SDE, MLP)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="override config keys, e.g. train.steps=500")
     p.add_argument("--out", default=None, help="run folder (overrides the config's `out`)")
-    p.add_argument("--resume", action="store_true", help="continue from the newest valid checkpoint in the run folder")
+    p.add_argument("--resume", action="store_true", help="continue the run in the run folder from its newest valid "
+                   "checkpoint (with the same config)")
+    _sde_option(p, "the SDE (default: the config's sde.name)")
+    _progress_option(p)
     _common(p, seed_default=None)
     p.set_defaults(run=commands.train)
 
@@ -79,7 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", default=None, metavar="FILE.png", help="also draw the samples (scatter or image grid)")
     p.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",
                    help="sampler option, repeatable (e.g. --option snr=0.1 --option corrector_steps=2)")
-    _sde_option(p, "replace the checkpoint's SDE")
+    _sde_option(p, "the SDE of a run trained with a class that is not built in, or a replacement for the run's")
+    _progress_option(p)
     _common(p)
     p.set_defaults(run=commands.sample_cmd)
 
@@ -99,7 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also the reverse-SDE model's NLL upper bound (nll_bound) with SAMPLES Monte-Carlo "
                         "draws per point (default 0: off; linear SDEs only)")
     p.add_argument("--json", default=None, metavar="FILE", help="also write the numbers to a JSON file")
-    _sde_option(p, "replace the checkpoint's SDE")
+    _sde_option(p, "the SDE of a run trained with a class that is not built in, or a replacement for the run's")
+    _progress_option(p)
     _common(p)
     p.set_defaults(run=commands.likelihood_cmd)
 
@@ -113,10 +131,24 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default em,pc,ode,heun,dpm_solver; ode runs fixed-step midpoint at the budget)")
     p.add_argument("--nfe", default="10,20,50,100", help="comma-separated NFE budgets (default 10,20,50,100)")
     p.add_argument("--n", type=int, default=2000, help="samples per run (default 2000)")
+    p.add_argument("--data", default=None, help="with --checkpoint: the reference data (ring, a toy set name, digits "
+                   "or a .npz file; default: the run's training data)")
     p.add_argument("--out", default="compare-out", help="folder for compare.csv and compare.png (default compare-out)")
-    _sde_option(p, "the SDE (with --analytic: default vp; with --checkpoint: replaces the checkpoint's)")
+    _sde_option(p, "the SDE (with --analytic: default vp; with --checkpoint: for a run trained with a class that "
+                   "is not built in, or a replacement for the run's)")
+    _progress_option(p)
     _common(p)
     p.set_defaults(run=commands.compare_cmd)
+
+    p = sub.add_parser("export", formatter_class=_FORMATTER, help="write a run's weights as a .safetensors file",
+                       description="Export the weights of a trained run (EMA by default) to a safetensors file that "
+                                   "other tools read; the run's config, step and which weights they are go into its "
+                                   "metadata. scoresde.load_run reads the file back as a run.")
+    p.add_argument("--checkpoint", required=True, help="a checkpoint file or a run folder (its newest valid checkpoint)")
+    p.add_argument("--out", required=True, metavar="FILE.safetensors", help="the file to write")
+    p.add_argument("--raw", action="store_true", help="the raw trained weights instead of the EMA average")
+    _sde_option(p, "the SDE of a run trained with a class that is not built in")
+    p.set_defaults(run=commands.export_cmd)
 
     p = sub.add_parser("selfcheck", help="check the SDE library against exact answers (a few seconds)")
     p.add_argument("--paths", type=int, default=4000, help="Monte-Carlo paths per simulated SDE (default 4000)")
@@ -133,12 +165,17 @@ def _selfcheck(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    # argparse takes positionals in one block: `train --resume train.lr=0.05` leaves the override over
+    if extra and args.command == "train" and all("=" in a and not a.startswith("-") for a in extra):
+        args.overrides = [*args.overrides, *extra]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
-        if getattr(args, "threads", None) is not None and args.command != "demo":
-            if args.threads < 1:
-                raise CLIError(f"--threads must be a positive integer, got {args.threads}")
-            torch.set_num_threads(args.threads)
+        if getattr(args, "threads", None) is not None:
+            check_int("--threads", args.threads, 1)
+            if args.command != "demo":  # the demo sets its own (default 1)
+                torch.set_num_threads(args.threads)
         return args.run(args)
     except (ScoreSDEError, OSError) as err:
         # every deliberate error of the library (bad values, a checkpoint, a run folder, a diverging

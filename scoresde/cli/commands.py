@@ -1,4 +1,8 @@
-"""``scoresde train | sample | likelihood | compare``: one function per sub-command."""
+"""``scoresde train | sample | likelihood | compare | export``: one function per sub-command.
+
+Each checks all of its arguments first (a bad one is one line naming it), then loads what it
+needs, then computes, then writes its outputs atomically.
+"""
 
 from __future__ import annotations
 
@@ -14,56 +18,67 @@ import torch
 
 from .. import analytic
 from ..data import ImageData, MixtureDataset
+from ..errors import check_int, check_optional_int, check_seed, check_tolerance
 from ..likelihood import log_likelihood, nll_bound
 from ..sampling import sample
 from ..sde import VPSDE, LinearSDE
-from ..training import DSMLoss, SlicedScoreMatchingLoss, TrainConfig, Trainer
+from ..training import DSMLoss, SlicedScoreMatchingLoss, Trainer
 from ..training.distributed import shutdown
+from ..training.files import atomic_write
+from ..training.run_folder import RunFolder
 from .common import (
+    DEFAULTS,
     CLIError,
-    atomic_file,
     build_data,
     build_model,
-    build_sde,
+    build_sampler,
+    check_data_file,
     check_output_file,
+    check_plot_file,
+    check_sde_option,
     check_writable_dir,
+    cli_metadata,
+    load_cli_run,
     load_config,
-    load_model,
+    make_sde,
     parse_int_list,
     resolve_device,
     resolve_sampler,
+    run_data_spec,
     score_fn_for,
+    show_progress,
+    train_options,
+    write_figure,
 )
 from .comparison import noise_floor, plot_comparison, run_comparison, write_csv
 
 ANALYTIC = {"ring": analytic.ring_mixture, "random16": lambda: analytic.random_mixture(16, 8, seed=0)}
 
 
-def _seed_and_device(args) -> torch.device:
-    torch.manual_seed(args.seed)
-    return resolve_device(args.device)
-
-
 # ---- train -----------------------------------------------------------------------------------
 def train(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides)
     if args.seed is not None:
-        cfg["seed"] = cfg["train"]["seed"] = args.seed
+        cfg["seed"] = cfg["train"]["seed"] = check_seed("--seed", args.seed)
     if args.device is not None:
         cfg["device"] = args.device
     if args.out is not None:
         cfg["out"] = args.out
-    train_keys = {f for f in TrainConfig.__dataclass_fields__}
-    try:
-        TrainConfig(**{k: (tuple(v) if k == "betas" else v) for k, v in cfg["train"].items() if k in train_keys}).validate()
-    except (TypeError, ValueError) as err:
-        raise CLIError(f"bad train config: {err}") from None
+    check_sde_option(args.sde)
+    sde_name = args.sde or cfg["sde"]["name"]
+    options = train_options(cfg)
+    options["progress"] = options["progress"] and show_progress(args)
     # under torchrun with no device given, the Trainer puts each rank on cuda:LOCAL_RANK (or cpu)
     launched = int(os.environ.get("WORLD_SIZE", "1")) > 1
-    device = None if launched and cfg["device"] is None else resolve_device(cfg["device"])
-    out = check_writable_dir(cfg["out"])
-    torch.manual_seed(int(cfg["seed"]))
-    sde = build_sde(cfg["sde"])
+    device = None if launched and cfg["device"] is None else \
+        resolve_device(cfg["device"], "--device" if args.device is not None else "device")
+    out = Path(cfg["out"])
+    folder = RunFolder(out)  # refuse a folder that cannot be used before building anything (read only)
+    folder.check_entries()
+    if not args.resume:
+        folder.check_free()
+    torch.manual_seed(cfg["seed"])
+    sde = make_sde(sde_name, cfg["sde"])
     data = build_data(cfg["data"], "train")
     shape = tuple(data[0].shape)
     model = build_model(cfg, sde, shape)
@@ -71,9 +86,13 @@ def train(args: argparse.Namespace) -> int:
         loss = DSMLoss(sde, cfg["loss"]["weighting"])
     else:  # no closed-form kernel: sliced score matching on simulated x_t
         loss = SlicedScoreMatchingLoss(sde)
-    trainer = Trainer(model, loss, data, out, device=device, **{**cfg["train"], "betas": tuple(cfg["train"]["betas"])})
+    trainer = Trainer(model, loss, data, out, device=device, metadata=cli_metadata(cfg, sde_name), **options)
     try:
-        start = trainer.resume() if args.resume else 0
+        if args.resume:
+            start = trainer.resume()
+        else:
+            trainer.start()
+            start = 0
         say = print if trainer.dist.is_main else (lambda *a, **k: None)  # one report, from rank 0
         say(f"training {type(model.net).__name__} on {cfg['data']['name']} {shape} under {sde!r}"
             f"{f', resumed at step {start}' if start else ''}"
@@ -88,65 +107,72 @@ def train(args: argparse.Namespace) -> int:
 
 
 # ---- sample ----------------------------------------------------------------------------------
-def _sampler_options(items: list[str]) -> dict:
-    import yaml
-
-    opts = {}
-    for item in items:
-        if "=" not in item:
-            raise CLIError(f"--option must look like name=value (e.g. snr=0.1), got {item!r}")
-        k, _, v = item.partition("=")
-        opts[k.strip()] = yaml.safe_load(v)
-    return opts
-
-
 def sample_cmd(args: argparse.Namespace) -> int:
-    sampler = resolve_sampler(args.sampler)
-    device = _seed_and_device(args)
-    out = check_output_file(args.out)
-    plot = check_output_file(args.plot) if args.plot else None
-    loaded = load_model(args.checkpoint, device, args.sde)
-    shape = (args.n, *loaded.model.config["data_shape"])
+    sampler = build_sampler(resolve_sampler(args.sampler), args.option)
+    check_int("--n", args.n, 1)
+    check_optional_int("--steps", args.steps)
+    check_seed("--seed", args.seed)
+    check_sde_option(args.sde)
+    device = resolve_device(args.device)
+    out = check_output_file(args.out, "--out")
+    plot = check_plot_file(args.plot, "--plot") if args.plot else None
+    torch.manual_seed(args.seed)
+    run = load_cli_run(args.checkpoint, device, args.sde)
+    if plot is not None and not (len(run.data_shape) == 3 or run.data_shape == (2,)):
+        raise CLIError(f"--plot draws 2-D points or images; this run's samples have shape {run.data_shape}")
+    shape = (args.n, *run.data_shape)
     start = time.perf_counter()
-    res = sample(score_fn_for(loaded.model), loaded.sde, shape, sampler=sampler, steps=args.steps, seed=args.seed,
-                 device=device, progress=True, **_sampler_options(args.option))
+    res = sample(score_fn_for(run.model), run.sde, shape, sampler=sampler, steps=args.steps, seed=args.seed,
+                 device=device, progress=show_progress(args))
     seconds = time.perf_counter() - start
     x = res.x.detach().cpu()
-    with atomic_file(out) as tmp:
-        with open(tmp, "wb") as f:
-            np.savez(f, x=x.numpy(), nfe=res.nfe, sampler=sampler, seconds=seconds)
+    with atomic_write(out) as f:
+        np.savez(f, x=x.numpy(), nfe=res.nfe, sampler=sampler.name, seconds=seconds)
     if plot is not None:
-        with atomic_file(plot) as tmp:
-            _plot_samples(x, loaded.config, tmp, f"{sampler}, {res.nfe} NFE")
-    print(f"{args.n} samples with {sampler} ({res.nfe} score evaluations, {seconds:.1f} s) -> {out}"
+        write_figure(_sample_figure(x, run_data_spec(run), f"{sampler.name}, {res.nfe} NFE"), plot)
+    print(f"{args.n} samples with {sampler.name} ({res.nfe} score evaluations, {seconds:.1f} s) -> {out}"
           + (f"; plot -> {plot}" if plot else ""))
     return 0
 
 
-def _plot_samples(x: torch.Tensor, cfg: dict, path: Path, title: str) -> None:
-    from ..viz import image_grid, save_figure, scatter_panels
+def _sample_figure(x: torch.Tensor, data_spec: dict | None, title: str):
+    from ..viz import image_grid, scatter_panels
 
     if x.dim() == 4:
-        fig = image_grid(x[:64], title=title)
-    elif x.dim() == 2 and x.shape[1] == 2:
-        density = None
-        if cfg["data"]["name"] == "ring":  # contours of the true density under the points
-            gmm = analytic.ring_mixture()
-            density = lambda p: gmm.log_prob(p, 0.0, VPSDE())  # noqa: E731  (t = 0: any linear SDE)
-        fig = scatter_panels({title: x}, density=density)
-    else:
-        raise CLIError(f"--plot draws 2-D points or images; these samples have shape {tuple(x.shape[1:])}")
-    save_figure(fig, path)
+        return image_grid(x[:64], title=title)
+    density = None
+    if data_spec is not None and data_spec["name"] == "ring":  # contours of the true density under the points
+        gmm = analytic.ring_mixture()
+        density = lambda p: gmm.log_prob(p, 0.0, VPSDE())  # noqa: E731  (t = 0: any linear SDE)
+    return scatter_panels({title: x}, density=density)
 
 
 # ---- likelihood ------------------------------------------------------------------------------
 def likelihood_cmd(args: argparse.Namespace) -> int:
-    device = _seed_and_device(args)
-    loaded = load_model(args.checkpoint, device, args.sde)
-    spec = dict(loaded.config["data"])
+    check_int("--n", args.n, 0)
+    check_tolerance("--rtol", args.rtol)
+    check_tolerance("--atol", args.atol)
+    check_optional_int("--chunk-size", args.chunk_size)
+    check_int("--sde-bound", args.sde_bound, 0)
+    check_seed("--seed", args.seed)
+    check_sde_option(args.sde)
+    check_data_file(args.data, "--data")
+    json_out = check_output_file(args.json, "--json") if args.json else None
+    device = resolve_device(args.device)
+    torch.manual_seed(args.seed)
+    run = load_cli_run(args.checkpoint, device, args.sde)
+    spec = run_data_spec(run) or {}
     if args.data is not None:
-        spec["name"] = args.data
-    data = build_data(spec, "test")
+        spec = {**spec, "name": args.data}
+    elif not spec:
+        raise CLIError(f"--checkpoint {args.checkpoint!r} records no data set (not trained by `scoresde train`): "
+                       f"pass --data")
+    if args.sde_bound and not isinstance(run.sde, LinearSDE):
+        raise CLIError(f"--sde-bound needs a linear SDE (closed-form marginals); this run's SDE is {run.sde!r}")
+    data = build_data(spec, "test", "--data")
+    if tuple(data[0].shape) != run.data_shape:
+        raise CLIError(f"--data {spec['name']!r} has samples of shape {tuple(data[0].shape)}, but the model "
+                       f"was trained on shape {run.data_shape}")
     n = min(args.n, len(data)) if args.n else len(data)
     gen = torch.Generator().manual_seed(args.seed)
     if isinstance(data, ImageData):
@@ -154,12 +180,12 @@ def likelihood_cmd(args: argparse.Namespace) -> int:
     else:
         x = torch.stack([data[i] for i in range(n)])
     dtype = torch.float64 if x[0].numel() <= 64 else torch.float32
-    model = loaded.model.to(dtype)
+    model = run.model.to(dtype)
     x = x.to(device=device, dtype=dtype)
     start = time.perf_counter()
-    res = log_likelihood(model, loaded.sde, x,  # differentiated through: no no_grad here
+    res = log_likelihood(model, run.sde, x,  # differentiated through: no no_grad here
                          trace=args.trace, rtol=args.rtol, atol=args.atol, generator=torch.Generator(device).manual_seed(args.seed),
-                         chunk_size=args.chunk_size, progress=True)
+                         chunk_size=args.chunk_size, progress=show_progress(args))
     seconds = time.perf_counter() - start
     nll = float(-res.log_p.mean())
     se = float(res.log_p.std() / math.sqrt(n)) if n > 1 else float("nan")
@@ -168,12 +194,9 @@ def likelihood_cmd(args: argparse.Namespace) -> int:
           f"({res.nfe} function evaluations, {seconds:.1f} s)")
     log_p_bound = None
     if args.sde_bound:
-        try:
-            with torch.no_grad():
-                bound = nll_bound(model, loaded.sde, x, samples=args.sde_bound, chunk_size=max(1, 8192 // n),
-                                  generator=torch.Generator(device).manual_seed(args.seed))
-        except ValueError as err:
-            raise CLIError(f"--sde-bound: {err}") from None
+        with torch.no_grad():
+            bound = nll_bound(model, run.sde, x, samples=args.sde_bound, chunk_size=max(1, 8192 // n),
+                              generator=torch.Generator(device).manual_seed(args.seed))
         log_p_bound = -bound.nll
         b_nll = float(bound.nll.mean())
         b_se = float(bound.nll.std() / math.sqrt(n)) if n > 1 else float("nan")  # includes the draws' noise
@@ -196,10 +219,9 @@ def likelihood_cmd(args: argparse.Namespace) -> int:
             print(f"reverse-SDE bound minus true: {out['sde_bound_nats'] - true:+.4f} nats")
     else:
         out["bits_per_dim"] = nll / (x[0].numel() * math.log(2))
-    if args.json:
-        path = check_output_file(args.json)
-        with atomic_file(path) as tmp:
-            tmp.write_text(json.dumps(out, indent=2))
+    if json_out is not None:
+        with atomic_write(json_out) as f:
+            f.write(json.dumps(out, indent=2).encode())
     return 0
 
 
@@ -207,21 +229,38 @@ def likelihood_cmd(args: argparse.Namespace) -> int:
 def compare_cmd(args: argparse.Namespace) -> int:
     if (args.checkpoint is None) == (args.analytic is None):
         raise CLIError("give exactly one of --checkpoint (a trained model) or --analytic NAME (an exact score)")
+    if args.analytic is not None and args.analytic not in ANALYTIC:
+        raise CLIError(f"unknown --analytic {args.analytic!r}; valid: {', '.join(ANALYTIC)}")
+    if args.analytic is not None and args.data is not None:
+        raise CLIError("--data gives the reference data of a --checkpoint; --analytic has its exact mixture")
     samplers = [resolve_sampler(s.strip()) for s in args.samplers.split(",") if s.strip()]
+    if not samplers:
+        raise CLIError(f"--samplers must name at least one sampler, got {args.samplers!r}")
     nfes = parse_int_list(args.nfe, "--nfe")
-    device = _seed_and_device(args)
-    out = check_writable_dir(args.out)
+    check_int("--n", args.n, 1)
+    check_seed("--seed", args.seed)
+    check_sde_option(args.sde)
+    check_data_file(args.data, "--data")
+    device = resolve_device(args.device)
+    torch.manual_seed(args.seed)
+    out = check_writable_dir(args.out, "--out")
+    csv_path, png_path = check_output_file(out / "compare.csv"), check_output_file(out / "compare.png")
     score_fns = {}
     if args.checkpoint is not None:
-        loaded = load_model(args.checkpoint, device, args.sde)
-        sde, name = loaded.sde, loaded.config["data"]["name"]
-        score_fns["model"] = score_fn_for(loaded.model)
+        run = load_cli_run(args.checkpoint, device, args.sde)
+        sde = run.sde
+        spec = run_data_spec(run)
+        if args.data is not None:
+            spec = {**(spec or {}), "name": args.data}
+        elif spec is None:
+            raise CLIError(f"--checkpoint {args.checkpoint!r} records no data set (not trained by `scoresde train`): "
+                           f"pass --data for the reference samples")
+        name = spec["name"]
+        score_fns["model"] = score_fn_for(run.model)
         gmm = analytic.ring_mixture() if name == "ring" else None
     else:
-        if args.analytic not in ANALYTIC:
-            raise CLIError(f"unknown --analytic {args.analytic!r}; valid: {', '.join(ANALYTIC)}")
         gmm = ANALYTIC[args.analytic]()
-        sde = build_sde({"name": args.sde}) if args.sde else build_sde({"name": "vp", "beta_min": 0.1, "beta_max": 20.0})
+        sde = make_sde(args.sde or "vp", DEFAULTS["sde"])
         name = args.analytic
     if gmm is not None:
         if not isinstance(sde, LinearSDE):
@@ -231,17 +270,18 @@ def compare_cmd(args: argparse.Namespace) -> int:
         floor = noise_floor(reference, gmm.sample(args.n, generator=torch.Generator().manual_seed(args.seed + 8)))
         shape = (args.n, gmm.dim)
     else:
-        data = build_data(loaded.config["data"], "test")
+        data = build_data(spec, "test", "--data")
+        if tuple(data[0].shape) != run.data_shape:
+            raise CLIError(f"--data {name!r} has samples of shape {tuple(data[0].shape)}, but the model "
+                           f"was trained on shape {run.data_shape}")
         reference = torch.stack([data[i] for i in range(min(args.n, len(data)))])
         floor = None
-        shape = (args.n, *loaded.model.config["data_shape"])
-    rows = run_comparison(score_fns, sde, shape, samplers, nfes, reference, gmm=gmm, seed=args.seed, device=device)
-    csv_path, png_path = out / "compare.csv", out / "compare.png"
-    with atomic_file(csv_path) as tmp:
-        write_csv(rows, tmp)
-    with atomic_file(png_path) as tmp:
-        plot_comparison(rows, tmp, floor=floor, title=f"{name}: " + ("solid = model score, dashed = exact score"
-                                                                      if len(score_fns) > 1 else "quality and time vs NFE"))
+        shape = (args.n, *run.data_shape)
+    rows = run_comparison(score_fns, sde, shape, samplers, nfes, reference, gmm=gmm, seed=args.seed, device=device,
+                          progress=show_progress(args))
+    write_csv(rows, csv_path)
+    plot_comparison(rows, png_path, floor=floor, title=f"{name}: " + ("solid = model score, dashed = exact score"
+                                                                       if len(score_fns) > 1 else "quality and time vs NFE"))
     width = max(len(s) for s in samplers)
     print(f"{'score':<6} {'sampler':<{width}} {'nfe':>5} {'sliced_w2':>10} {'seconds':>8}")
     for r in rows:
@@ -251,3 +291,14 @@ def compare_cmd(args: argparse.Namespace) -> int:
     print(f"wrote {csv_path} and {png_path}")
     return 0
 
+
+# ---- export ----------------------------------------------------------------------------------
+def export_cmd(args: argparse.Namespace) -> int:
+    check_sde_option(args.sde)
+    out = check_output_file(args.out, "--out")
+    if out.suffix != ".safetensors":
+        raise CLIError(f"--out {str(out)!r} must end in .safetensors")
+    run = load_cli_run(args.checkpoint, torch.device("cpu"), args.sde, ema=not args.raw)
+    run.save_safetensors(out)
+    print(f"{run.weights} weights of step {run.step} ({len(run.model.state_dict())} tensors) -> {out}")
+    return 0

@@ -1,9 +1,13 @@
-"""Shared pieces of the ``scoresde`` command: errors, atomic outputs, configs, checkpoints.
+"""Shared pieces of the ``scoresde`` command: checked arguments, outputs, configs, runs.
 
-A run is described by a nested config (YAML file plus ``key=value`` overrides with dotted
-keys). The resolved config travels inside the Trainer's checkpoint (``model.cli_config`` in its
-``config_json``), so ``sample`` / ``likelihood`` / ``compare`` rebuild the SDE, the network and
-the data from the checkpoint alone.
+A training run is described by a nested config (a YAML file plus ``key=value`` overrides with
+dotted keys), checked key by key before anything runs, so a bad value is one line naming its
+key. Nothing read from a file decides what is imported: ``sde.name`` is one of the built-in
+names, and a user's SDE class comes only from the command line (``--sde package.module:Class``).
+``scoresde train`` records its config with the run (the Trainer's ``metadata``, under ``cli``);
+the other commands reload a run with :func:`scoresde.load_run`, which serves runs trained
+through the Python API as well. Every output is written atomically
+(:func:`scoresde.training.files.atomic_write`).
 """
 
 from __future__ import annotations
@@ -11,12 +15,11 @@ from __future__ import annotations
 import copy
 import dataclasses
 import importlib
-import json
+import inspect
 import os
-import shutil
+import sys
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -24,80 +27,39 @@ import torch
 
 from .. import analytic
 from ..data import TOY_NAMES, MixtureDataset, ToyDataset, digits_dataset, load_npz
-from ..errors import ScoreSDEError
-from ..models import MLP, ScoreModel, UNet
-from ..sampling import available_samplers
+from ..errors import (
+    ArgumentError,
+    ScoreSDEError,
+    check_choice,
+    check_device,
+    check_int,
+    check_positive,
+    check_range,
+    check_seed,
+)
+from ..models import MLP, PARAMETERIZATIONS, ScoreModel, UNet
+from ..sampling import Sampler, available_samplers, get_sampler
 from ..sde import SDE, VESDE, VPSDE, LinearSDE, SubVPSDE
-from ..training import CheckpointError, TrainConfig, load_checkpoint
+from ..training import Run, TrainConfig, load_run
+from ..training.files import atomic_write, remove_stale_temps
+from ..training.losses import WEIGHTINGS
 
 
 class CLIError(ScoreSDEError):
     """A user error on the command line: printed as one line on stderr, exit status 2."""
 
 
-# ---- outputs ---------------------------------------------------------------------------------
-def check_writable_dir(directory: str | os.PathLike) -> Path:
-    """Create ``directory`` if needed and check a file can be written there (else CLIError)."""
-    d = Path(directory)
-    try:
-        d.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=d, prefix=".scoresde-probe-"):
-            pass
-    except OSError as err:
-        raise CLIError(f"cannot write to output folder {str(d)!r}: {err.strerror or err}") from None
-    return d
+# ---- arguments -------------------------------------------------------------------------------
+def show_progress(args) -> bool:
+    """Progress bars: unless ``--no-progress``, and only when stderr is a terminal."""
+    return not getattr(args, "no_progress", False) and sys.stderr.isatty()
 
 
-def check_output_file(path: str | os.PathLike) -> Path:
-    """Check the folder of an output file is writable (nothing is created but that folder)."""
-    p = Path(path)
-    if p.is_dir():
-        raise CLIError(f"output {str(p)!r} is a folder; give a file name")
-    check_writable_dir(p.parent if str(p.parent) else ".")
-    return p
+def resolve_device(device: str | None, name: str = "--device") -> torch.device:
+    """The device named (default: cuda when available, else cpu), checked to exist here."""
+    return check_device(name, device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
 
 
-@contextmanager
-def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; on success rename it onto ``path``, else delete it."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-@contextmanager
-def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary folder next to ``path``; on success it replaces ``path`` (else is removed)."""
-    path = Path(path)
-    check_writable_dir(path.parent if str(path.parent) else ".")
-    if path.exists() and not path.is_dir():
-        raise CLIError(f"output folder {str(path)!r} exists and is not a folder")
-    if path.exists():
-        check_writable_dir(path)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    tmp.chmod(0o777 & ~umask)  # mkdtemp makes 0700; the report is an ordinary folder
-    try:
-        yield tmp
-        if path.exists():  # swap: old aside, new in, old removed
-            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=path.parent))
-            os.replace(path, old / "d")
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-
-
-# ---- small parsers ---------------------------------------------------------------------------
 SAMPLER_ALIASES = {"em": "euler_maruyama", "rd": "reverse_diffusion", "ald": "annealed_langevin"}
 
 
@@ -111,6 +73,33 @@ def resolve_sampler(name: str) -> str:
     return full
 
 
+def build_sampler(name: str, items: list[str]) -> Sampler:
+    """The sampler ``name`` with ``--option NAME=VALUE`` items, each checked against its options."""
+    import yaml
+
+    cls = type(get_sampler(name))
+    params = inspect.signature(cls).parameters
+    names = [p for p, v in params.items() if v.kind in (v.POSITIONAL_OR_KEYWORD, v.KEYWORD_ONLY)]
+    open_ended = any(v.kind == v.VAR_KEYWORD for v in params.values())
+    options = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise CLIError(f"--option must look like name=value (e.g. snr=0.1), got {item!r}")
+        if key not in names and not open_ended:
+            raise CLIError(f"--option {key}: sampler {name!r} has no option {key!r}; its options are: "
+                           f"{', '.join(names) or '(none)'}")
+        try:
+            options[key] = _numbers(yaml.safe_load(text)) if text else None
+        except yaml.YAMLError:
+            options[key] = text
+    try:
+        return get_sampler(name, **options)
+    except (ArgumentError, TypeError) as err:
+        raise CLIError(f"--option: sampler {name!r}: {err}") from None
+
+
 def parse_int_list(text: str, what: str) -> list[int]:
     try:
         values = [int(v) for v in text.split(",") if v.strip()]
@@ -121,36 +110,72 @@ def parse_int_list(text: str, what: str) -> list[int]:
     return values
 
 
-def resolve_device(device: str | None) -> torch.device:
-    name = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(name)
-    except RuntimeError:
-        raise CLIError(f"unknown device {name!r}; use cpu, cuda or cuda:N") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise CLIError(f"device {name!r} requested but CUDA is not available here; use --device cpu")
-    return dev
-
-
-def load_class(spec: str) -> type:
-    """``package.module:ClassName`` -> the class (CLIError when it cannot be imported)."""
-    if ":" not in spec:
-        raise CLIError(f"--sde must look like package.module:ClassName, got {spec!r}")
-    mod_name, _, cls_name = spec.partition(":")
+def load_class(spec: str, what: str = "--sde") -> type:
+    """``package.module:ClassName`` given on the command line -> the class (CLIError when it cannot be imported)."""
+    mod_name, sep, cls_name = spec.partition(":")
+    if not sep or not mod_name or not cls_name:
+        raise CLIError(f"{what} must be a built-in name or look like package.module:ClassName, got {spec!r}")
     try:
         module = importlib.import_module(mod_name)
     except ImportError as err:
-        raise CLIError(f"cannot import module {mod_name!r} for --sde {spec!r}: {err}") from None
+        raise CLIError(f"cannot import module {mod_name!r} for {what} {spec!r}: {err}") from None
     cls = getattr(module, cls_name, None)
     if cls is None:
-        raise CLIError(f"module {mod_name!r} has no attribute {cls_name!r} (from --sde {spec!r})")
+        raise CLIError(f"module {mod_name!r} has no attribute {cls_name!r} (from {what} {spec!r})")
     return cls
+
+
+# ---- outputs ---------------------------------------------------------------------------------
+def check_writable_dir(directory: str | os.PathLike, what: str = "output folder") -> Path:
+    """Create ``directory`` if needed and check a file can be written there (else CLIError)."""
+    d = Path(directory)
+    if d.exists() and not d.is_dir():
+        raise CLIError(f"{what} {str(d)!r} exists and is not a folder")
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=d, prefix=".scoresde-probe-"):
+            pass
+    except OSError as err:
+        raise CLIError(f"cannot write to {what} {str(d)!r}: {err.strerror or err}") from None
+    return d
+
+
+def check_output_file(path: str | os.PathLike, what: str = "--out") -> Path:
+    """Check an output file can be written (its folder is created if needed); temporary files of
+    the same output left by writers that died are removed."""
+    p = Path(path)
+    if p.is_dir():
+        raise CLIError(f"{what} {str(p)!r} is a folder; give a file name")
+    parent = p.parent if str(p.parent) else Path(".")
+    check_writable_dir(parent, f"the folder of {what}")
+    remove_stale_temps(parent, target=p.name)
+    return p
+
+
+def check_plot_file(path: str | os.PathLike, what: str = "--plot") -> Path:
+    """An output image whose suffix matplotlib can write."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    p = check_output_file(path, what)
+    formats = FigureCanvasAgg.get_supported_filetypes()
+    if p.suffix.lstrip(".").lower() not in formats:
+        raise CLIError(f"{what} {str(p)!r}: unsupported image type {p.suffix or '(none)'!r}; use one of "
+                       f"{', '.join('.' + f for f in sorted(formats))}")
+    return p
+
+
+def write_figure(fig, path: str | os.PathLike, dpi: int = 120) -> None:
+    """Write a matplotlib figure atomically, in the format its suffix names."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(fig)
+    with atomic_write(path) as f:
+        fig.savefig(f, dpi=dpi, bbox_inches="tight", format=Path(path).suffix.lstrip(".").lower() or "png")
 
 
 # ---- configs ---------------------------------------------------------------------------------
 _TRAIN_DEFAULTS = {f.name: (list(f.default) if isinstance(f.default, tuple) else f.default)
                    for f in dataclasses.fields(TrainConfig)}
-_TRAIN_DEFAULTS["progress"] = True
 
 DEFAULTS: dict[str, Any] = {
     "out": "runs/scoresde",
@@ -166,6 +191,10 @@ DEFAULTS: dict[str, Any] = {
     "loss": {"weighting": "sigma2"},
     "train": _TRAIN_DEFAULTS,
 }
+#: the built-in SDEs a config may name (a class to import comes only from --sde)
+SDE_NAMES = ("vp", "vp_cosine", "subvp", "ve")
+NETS = ("mlp", "unet")
+EMBEDDINGS = ("fourier", "sinusoidal")
 
 
 def flat_keys(tree: dict[str, Any], prefix: str = "") -> list[str]:
@@ -192,10 +221,11 @@ def merge(base: dict[str, Any], update: dict[str, Any], prefix: str = "") -> dic
         key = prefix + str(k)
         if k not in out:
             raise _unknown(key)
-        if isinstance(out[k], dict) and k != "kwargs":
+        if isinstance(out[k], dict):
             if not isinstance(v, dict):
-                raise CLIError(f"config key {key!r} must be a mapping with keys {sorted(out[k])}, got {v!r}")
-            out[k] = merge(out[k], v, key + ".")
+                raise CLIError(f"config key {key!r} must be a mapping" + (f" with keys {sorted(out[k])}" if out[k] else "")
+                               + f", got {v!r}")
+            out[k] = {**out[k], **v} if k == "kwargs" else merge(out[k], v, key + ".")
         else:
             out[k] = v
     return out
@@ -209,7 +239,7 @@ def parse_override(item: str) -> tuple[list[str], Any]:
         raise CLIError(f"overrides must look like key=value (e.g. train.steps=500), got {item!r}")
     key, _, text = item.partition("=")
     key = key.strip()
-    if key not in VALID_KEYS and not key.startswith("sde.kwargs."):
+    if key not in VALID_KEYS and not (key.startswith("sde.kwargs.") and len(key) > len("sde.kwargs.")):
         raise _unknown(key)
     try:
         value = yaml.safe_load(text) if text else None
@@ -233,16 +263,20 @@ def _numbers(value):
 
 
 def load_config(path: str | None, overrides: list[str]) -> dict[str, Any]:
-    """DEFAULTS <- the YAML file <- ``key=value`` overrides; unknown keys are errors."""
+    """DEFAULTS <- the YAML file <- ``key=value`` overrides, every key checked (:func:`check_config`)."""
     import yaml
 
     cfg = copy.deepcopy(DEFAULTS)
     if path is not None:
         p = Path(path)
-        if not p.is_file():
+        if not p.exists():
             raise CLIError(f"config file {str(p)!r} does not exist")
+        if not p.is_file():
+            raise CLIError(f"config file {str(p)!r} is not a file")
         try:
             loaded = yaml.safe_load(p.read_text()) or {}
+        except UnicodeDecodeError:
+            raise CLIError(f"config file {str(p)!r} is not a text (YAML) file") from None
         except yaml.YAMLError as err:
             raise CLIError(f"config file {str(p)!r} is not valid YAML: {str(err).splitlines()[0]}") from None
         if not isinstance(loaded, dict):
@@ -254,33 +288,114 @@ def load_config(path: str | None, overrides: list[str]) -> dict[str, Any]:
         for k in keys[:-1]:
             node = node.setdefault(k, {})
         node[keys[-1]] = _numbers(value)
+    return check_config(cfg)
+
+
+def _check_key(key: str, check, value, *args):
+    try:
+        return check(key, value, *args)
+    except ArgumentError as err:
+        raise CLIError(str(err)) from None
+
+
+def _check_str(key: str, value, allow_none: bool = False):
+    if value is None and allow_none:
+        return value
+    if not isinstance(value, str) or not value:
+        raise CLIError(f"{key} must be a non-empty string, got {value!r}")
+    return value
+
+
+def _check_int_list(key: str, value, allow_empty: bool) -> list[int]:
+    if not isinstance(value, list) or (not value and not allow_empty):
+        raise CLIError(f"{key} must be a list of positive integers such as [1, 2], got {value!r}")
+    return [_check_key(f"{key}[{i}]", check_int, v, 1) for i, v in enumerate(value)]
+
+
+def check_config(cfg: dict[str, Any]) -> dict[str, Any]:
+    """Check every key of a resolved config; a bad value is a CLIError naming its key."""
+    _check_str("out", cfg["out"])
+    _check_str("device", cfg["device"], allow_none=True)
+    _check_key("seed", check_seed, cfg["seed"])
+    d, s, m = cfg["data"], cfg["sde"], cfg["model"]
+    _check_str("data.name", d["name"])
+    _check_key("data.n", check_int, d["n"], 1)
+    _check_key("data.seed", check_seed, d["seed"])
+    _check_str("data.key", d["key"], allow_none=True)
+    if s["name"] not in SDE_NAMES:
+        hint = (f"; a class to import is taken only from the command line: --sde {s['name']}"
+                if isinstance(s["name"], str) and ":" in s["name"] else "")
+        raise CLIError(f"sde.name must be one of {', '.join(SDE_NAMES)}, got {s['name']!r}{hint}")
+    for key in ("beta_min", "beta_max", "sigma_min", "sigma_max"):
+        _check_key(f"sde.{key}", check_positive, s[key])
+    if not isinstance(s["kwargs"], dict):
+        raise CLIError(f"sde.kwargs must be a mapping of constructor arguments, got {s['kwargs']!r}")
+    _check_key("model.net", check_choice, m["net"], NETS)
+    _check_key("model.parameterization", check_choice, m["parameterization"], PARAMETERIZATIONS)
+    _check_key("model.embedding", check_choice, m["embedding"], EMBEDDINGS)
+    _check_key("model.data_std", check_positive, m["data_std"])
+    for key in ("hidden", "depth", "base", "num_res_blocks"):
+        _check_key(f"model.{key}", check_int, m[key], 1)
+    _check_int_list("model.channel_mults", m["channel_mults"], allow_empty=False)
+    _check_int_list("model.attn_resolutions", m["attn_resolutions"], allow_empty=True)
+    _check_key("model.dropout", lambda k, v: check_range(k, v, 0.0, 1.0, low_closed=True), m["dropout"])
+    _check_key("loss.weighting", check_choice, cfg["loss"]["weighting"], WEIGHTINGS)
+    try:
+        TrainConfig(**cfg["train"]).validate()
+    except ArgumentError as err:  # its messages start with the field's name
+        raise CLIError(f"train.{err}") from None
     return cfg
 
 
-# ---- building the pieces from a config -------------------------------------------------------
-def build_sde(spec: dict[str, Any]) -> SDE:
-    name = str(spec.get("name", "vp"))
-    kwargs = dict(spec.get("kwargs") or {})
-    if ":" in name:
-        cls = load_class(name)
-        if not (isinstance(cls, type) and issubclass(cls, SDE)):
-            raise CLIError(f"{name!r} is not a subclass of scoresde.SDE")
-        try:
-            return cls(**kwargs)
-        except TypeError as err:
-            raise CLIError(f"cannot construct {name!r} with {kwargs}: {err}") from None
+def train_options(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The ``train`` section as Trainer keyword arguments."""
+    return {**cfg["train"], "betas": tuple(cfg["train"]["betas"])}
+
+
+# ---- building the pieces ---------------------------------------------------------------------
+def make_sde(name: str, section: dict[str, Any]) -> SDE:
+    """The SDE ``name`` -- a built-in name, or ``package.module:Class`` from ``--sde`` -- with the
+    parameters and ``kwargs`` of the config's ``sde`` section."""
+    kwargs = dict(section.get("kwargs") or {})
     if name == "vp":
-        return VPSDE(spec["beta_min"], spec["beta_max"])
-    if name == "vp_cosine":
-        return VPSDE(schedule="cosine")
-    if name == "subvp":
-        return SubVPSDE(spec["beta_min"], spec["beta_max"])
-    if name == "ve":
-        return VESDE(spec["sigma_min"], spec["sigma_max"])
-    raise CLIError(f"unknown sde.name {name!r}; valid: vp, vp_cosine, subvp, ve or package.module:ClassName")
+        cls, base = VPSDE, {"beta_min": section["beta_min"], "beta_max": section["beta_max"]}
+    elif name == "vp_cosine":
+        cls, base = VPSDE, {"schedule": "cosine"}
+    elif name == "subvp":
+        cls, base = SubVPSDE, {"beta_min": section["beta_min"], "beta_max": section["beta_max"]}
+    elif name == "ve":
+        cls, base = VESDE, {"sigma_min": section["sigma_min"], "sigma_max": section["sigma_max"]}
+    elif ":" in name:
+        cls, base = load_class(name), {}
+        if not (isinstance(cls, type) and issubclass(cls, SDE)):
+            raise CLIError(f"--sde {name!r} is not a subclass of scoresde.SDE")
+    else:
+        raise CLIError(f"unknown SDE {name!r}; valid: {', '.join(SDE_NAMES)} or package.module:ClassName")
+    params = inspect.signature(cls).parameters
+    for key in kwargs:
+        if key in base:
+            raise CLIError(f"sde.kwargs.{key} repeats an argument the SDE {name!r} already gets from its section")
+        if key not in params and not any(p.kind == p.VAR_KEYWORD for p in params.values()):
+            raise CLIError(f"sde.kwargs.{key}: {cls.__name__} has no argument {key!r}; its arguments are: "
+                           f"{', '.join(p for p in params if p not in base) or '(none)'}")
+    try:
+        return cls(**base, **kwargs)
+    except ArgumentError as err:
+        raise CLIError(f"sde {name!r}: {err}") from None
+    except (TypeError, ValueError) as err:
+        raise CLIError(f"cannot construct the SDE {name!r} with {kwargs}: {err}") from None
 
 
-def build_data(spec: dict[str, Any], split: str = "train"):
+def check_sde_option(spec: str | None) -> None:
+    """Check ``--sde`` before any expensive work: a built-in name, or a class that imports."""
+    if spec is None or spec in SDE_NAMES:
+        return
+    cls = load_class(spec)
+    if not (isinstance(cls, type) and issubclass(cls, SDE)):
+        raise CLIError(f"--sde {spec!r} is not a subclass of scoresde.SDE")
+
+
+def build_data(spec: dict[str, Any], split: str = "train", what: str = "data.name"):
     """The data set named by ``spec`` (split ``"train"`` or ``"test"``: a held-out draw / split)."""
     name = str(spec["name"])
     seed = int(spec.get("seed", 0)) + (0 if split == "train" else 1000)
@@ -290,17 +405,26 @@ def build_data(spec: dict[str, Any], split: str = "train"):
     if name in TOY_NAMES:
         return ToyDataset(name, n, seed=seed)
     if name == "digits":
-        return digits_dataset(split)
+        try:
+            return digits_dataset(split)
+        except ImportError as err:
+            raise CLIError(f"{what} 'digits': {err}") from None
     p = Path(name)
     if p.suffix in (".npz", ".npy"):
-        if not p.is_file():
-            raise CLIError(f"data file {name!r} does not exist")
-        return load_npz(p, spec.get("key"))
-    raise CLIError(f"unknown data.name {name!r}; valid: ring, digits, {', '.join(TOY_NAMES)} or a .npz file")
+        check_data_file(name, what)
+        try:
+            return load_npz(p, spec.get("key"))
+        except ScoreSDEError:
+            raise
+        except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
+            raise CLIError(f"{what} {name!r} is not a readable .npz/.npy array file: {err}") from None
+    raise CLIError(f"unknown {what} {name!r}; valid: ring, digits, {', '.join(TOY_NAMES)} or a .npz file")
 
 
-def data_shape(data) -> tuple[int, ...]:
-    return tuple(data[0].shape)
+def check_data_file(name: str | None, what: str) -> None:
+    """A data file named on the command line exists (checked before any expensive work)."""
+    if name is not None and Path(name).suffix in (".npz", ".npy") and not Path(name).is_file():
+        raise CLIError(f"{what} {name!r} does not exist" if not Path(name).exists() else f"{what} {name!r} is not a file")
 
 
 def build_model(cfg: dict[str, Any], sde: SDE, shape: tuple[int, ...]) -> ScoreModel:
@@ -309,65 +433,49 @@ def build_model(cfg: dict[str, Any], sde: SDE, shape: tuple[int, ...]) -> ScoreM
     if m["net"] == "mlp":
         if len(shape) != 1:
             raise CLIError(f"model.net 'mlp' needs vector data; the data have shape {shape}: use model.net=unet")
-        net = MLP(shape[0], int(m["hidden"]), int(m["depth"]), embedding=m["embedding"])
-    elif m["net"] == "unet":
+        net = MLP(shape[0], m["hidden"], m["depth"], embedding=m["embedding"])
+    else:
         if len(shape) != 3 or shape[1] != shape[2]:
             raise CLIError(f"model.net 'unet' needs square images (C, H, H); the data have shape {shape}")
-        net = UNet(shape[0], shape[1], int(m["base"]), tuple(m["channel_mults"]), int(m["num_res_blocks"]),
-                   tuple(m["attn_resolutions"]), float(m["dropout"]), embedding=m["embedding"])
-    else:
-        raise CLIError(f"unknown model.net {m['net']!r}; valid: mlp, unet")
-    model = ScoreModel(net, sde, param, data_std=float(m["data_std"]))
-    # the resolved config rides in the checkpoint (Trainer.config_dict reads model.config)
-    model.config["cli_config"] = cfg
-    model.config["data_shape"] = list(shape)
-    return model
+        try:
+            net = UNet(shape[0], shape[1], m["base"], tuple(m["channel_mults"]), m["num_res_blocks"],
+                       tuple(m["attn_resolutions"]), float(m["dropout"]), embedding=m["embedding"])
+        except ArgumentError as err:
+            raise CLIError(f"model: {err}") from None
+    return ScoreModel(net, sde, param, data_std=float(m["data_std"]))
 
 
-@dataclasses.dataclass
-class Loaded:
-    """A trained model rebuilt from a checkpoint."""
-
-    model: ScoreModel
-    sde: SDE
-    config: dict[str, Any]
-    step: int
+def cli_metadata(cfg: dict[str, Any], sde_name: str) -> dict[str, Any]:
+    """What ``scoresde train`` records with a run (the Trainer's ``metadata``): the sections that
+    say how the data, the SDE, the model and the loss were made (``train`` is recorded anyway)."""
+    return {"cli": {"data": cfg["data"], "sde": {**cfg["sde"], "name": sde_name}, "model": cfg["model"],
+                    "loss": cfg["loss"]}}
 
 
-def load_model(path: str, device: torch.device, sde_spec: str | None = None) -> Loaded:
-    """Rebuild the EMA model saved by ``scoresde train`` (``sde_spec`` overrides its SDE class)."""
+def run_data_spec(run: Run) -> dict[str, Any] | None:
+    """The data section ``scoresde train`` recorded with ``run`` (None for other runs)."""
+    spec = run.metadata.get("cli", {}).get("data")
+    return dict(spec) if isinstance(spec, dict) and isinstance(spec.get("name"), str) else None
+
+
+def load_cli_run(path: str, device: torch.device, sde_option: str | None = None, ema: bool = True) -> Run:
+    """:func:`~scoresde.load_run` for ``--checkpoint`` (a run folder or a file), ``--sde`` giving
+    or replacing the SDE: a built-in name, or a class constructed with the ``sde.kwargs`` the run
+    recorded when it was trained with that class."""
     p = Path(path)
     if not p.exists():
-        raise CLIError(f"checkpoint {str(p)!r} does not exist")
-    if p.is_dir():  # a run folder: take its newest checkpoint
-        from ..training import latest_checkpoint
-
-        found = latest_checkpoint(p / "checkpoints") or latest_checkpoint(p)
-        if found is None:
-            raise CLIError(f"no checkpoint (step_*.ckpt) found in {str(p)!r}")
-        p = found
-    try:
-        state = load_checkpoint(p, map_location="cpu")
-    except CheckpointError as err:
-        raise CLIError(str(err)) from None
-    try:
-        meta = json.loads(state["config_json"])
-        cfg = meta["model"]["cli_config"]
-        shape = tuple(meta["model"]["data_shape"])
-    except (KeyError, TypeError, json.JSONDecodeError):
-        raise CLIError(f"checkpoint {str(p)!r} was not written by `scoresde train` (no model config inside)") from None
-    if sde_spec is not None:
-        cfg = copy.deepcopy(cfg)
-        cfg["sde"]["name"] = sde_spec
-    sde = build_sde(cfg["sde"])
-    model = build_model(cfg, sde, shape)
-    weights = state.get("ema", {}).get("model", state.get("model"))
-    try:
-        model.load_state_dict(weights)
-    except RuntimeError as err:
-        raise CLIError(f"checkpoint {str(p)!r} does not match the model its config describes: {err}") from None
-    model = model.to(device).eval().requires_grad_(False)
-    return Loaded(model, sde, cfg, int(state.get("step", 0)))
+        raise CLIError(f"--checkpoint {str(p)!r} does not exist (give a run folder or a checkpoint file)")
+    sde = None
+    if sde_option is not None:
+        def sde(config: dict[str, Any]) -> SDE:
+            recorded = config.get("metadata", {}).get("cli", {}).get("sde")
+            same = isinstance(recorded, dict) and recorded.get("name") == sde_option
+            return make_sde(sde_option, recorded if same else DEFAULTS["sde"])
+    run = load_run(p, sde=sde, device=device, ema=ema)
+    if run.sde is None or run.data_shape is None:
+        raise CLIError(f"--checkpoint {str(p)!r}: the run records no SDE or data shape; load it in Python with "
+                       f"scoresde.load_run(..., model=...)")
+    return run
 
 
 def score_fn_for(model: torch.nn.Module):

@@ -23,6 +23,8 @@ from tqdm.auto import tqdm
 
 from .. import metrics
 from ..sampling import sample
+from ..training.files import atomic_write_bytes
+from .common import write_figure
 
 # the fixed-step solver used for "ode" at a given NFE budget (the adaptive one cannot be budgeted)
 SAMPLER_OPTIONS = {"ode": {"method": "midpoint"}}
@@ -91,19 +93,23 @@ def noise_floor(reference: torch.Tensor, other: torch.Tensor) -> float:
 
 
 def write_csv(rows: Sequence[Mapping], path) -> None:
+    """The rows as a CSV file, written atomically."""
     import csv
+    import io
 
     keys: list[str] = []
     for r in rows:
         keys += [k for k in r if k not in keys]
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=keys)
-        w.writeheader()
-        w.writerows(rows)
+    text = io.StringIO()
+    w = csv.DictWriter(text, fieldnames=keys)
+    w.writeheader()
+    w.writerows(rows)
+    atomic_write_bytes(path, text.getvalue().encode())
 
 
 def plot_comparison(rows: Sequence[Mapping], path, *, floor: float | None = None, title: str | None = None):
-    """Quality (sliced W2) and wall time against NFE, one line per score x sampler."""
+    """Quality (sliced W2) and wall time against NFE, one line per score x sampler (written
+    atomically to ``path``; the figure is returned)."""
     from ..viz import comparison_curves
 
     labelled = [{**r, "curve": f"{r['sampler']} ({r['score']} score)" if len({q['score'] for q in rows}) > 1
@@ -126,7 +132,5 @@ def plot_comparison(rows: Sequence[Mapping], path, *, floor: float | None = None
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    from ..viz import save_figure
-
-    save_figure(fig, path)
+    write_figure(fig, path)
     return fig

@@ -24,12 +24,24 @@ import torch
 
 from .. import __version__, analytic, metrics
 from ..data import MixtureDataset
+from ..errors import check_seed
 from ..likelihood import log_likelihood, nll_bound
 from ..sampling import sample
 from ..sde import VPSDE
 from ..training import DSMLoss, Trainer
+from ..training.files import atomic_dir
 from ..viz import scatter_panels, trajectory_panels
-from .common import DEFAULTS, atomic_dir, build_model, merge, resolve_device, score_fn_for
+from .common import (
+    DEFAULTS,
+    CLIError,
+    build_model,
+    check_writable_dir,
+    cli_metadata,
+    merge,
+    resolve_device,
+    score_fn_for,
+    show_progress,
+)
 from .comparison import noise_floor, plot_comparison, quality, run_comparison, write_csv
 
 # A recipe that gets within a few hundredths of a nat of the true NLL in under a minute on 2 cores.
@@ -66,13 +78,17 @@ def _table(rows: list[list[str]], header: list[str]) -> str:
 
 def run(args: argparse.Namespace) -> int:
     threads = args.threads or 1
-    torch.set_num_threads(threads)
+    seed = check_seed("--seed", args.seed)
     device = resolve_device(args.device)
+    out = Path(args.out)
+    check_writable_dir(out.parent if str(out.parent) else ".", "the folder of --out")
+    if out.exists() and not out.is_dir():
+        raise CLIError(f"--out {str(out)!r} exists and is not a folder")
+    torch.set_num_threads(threads)
+    progress = show_progress(args)
     steps, n, n_test, nfes, em_steps = BUDGETS[args.budget]
-    seed = args.seed
     started = time.perf_counter()
     timings: dict[str, float] = {}
-    out = Path(args.out)
     print(f"scoresde {__version__} demo: score model on the 2-D ring mixture (exact density known); "
           f"device {device}, {threads} threads, budget {args.budget!r}")
 
@@ -82,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
         gmm = analytic.ring_mixture()
         cfg = merge(DEFAULTS, {**RECIPE, "seed": seed, "out": str(out / "run"),
                                "data": {"name": "ring", "n": 20_000, "seed": seed + 1}})
-        cfg["train"] = {**cfg["train"], "steps": steps, "seed": seed, "progress": True}
+        cfg["train"] = {**cfg["train"], "steps": steps, "seed": seed, "progress": progress}
         data = MixtureDataset(gmm, 20_000, seed=seed + 1)
         held_out = MixtureDataset(gmm, n_test, seed=seed + 1000, dtype=torch.float64)
         torch.manual_seed(seed)
@@ -90,7 +106,8 @@ def run(args: argparse.Namespace) -> int:
         t0 = time.perf_counter()
         print(f"[1/4] training MLP(2, {RECIPE['model']['hidden']}, {RECIPE['model']['depth']}) by denoising "
               f"score matching, {steps} steps of {cfg['train']['batch_size']}")
-        trainer = Trainer(model, DSMLoss(sde), data, tmp / "run", device=device, **cfg["train"])
+        trainer = Trainer(model, DSMLoss(sde), data, tmp / "run", device=device, metadata=cli_metadata(cfg, "vp"),
+                          **cfg["train"])
         trainer.fit()
         timings["train"] = time.perf_counter() - t0
         net = trainer.ema.model.eval().requires_grad_(False)
@@ -101,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
         t0 = time.perf_counter()
         print(f"[2/4] sampling {n} points with the reverse SDE (Euler-Maruyama, {em_steps} steps) and the PF-ODE (dopri5)")
         sde_res = sample(model_fn, sde, (n, 2), sampler="euler_maruyama", steps=em_steps, seed=seed + 1, device=device,
-                         return_trajectory=True, progress=True)
+                         return_trajectory=True, progress=progress)
         ode_res = sample(model_fn, sde, (n, 2), sampler="ode", steps=100, seed=seed + 1, device=device,
                          return_trajectory=True, rtol=1e-4, atol=1e-4)
         exact_res = sample(exact_fn, sde, (n, 2), sampler="euler_maruyama", steps=em_steps, seed=seed + 1, device=device)
@@ -126,7 +143,7 @@ def run(args: argparse.Namespace) -> int:
         x_test = held_out.data.to(device)
         net64 = net.double()
         ll_model = log_likelihood(net64, sde, x_test, trace="exact", rtol=1e-5, atol=1e-5,
-                                  progress=True)
+                                  progress=progress)
         gmm64 = gmm.to(device=device)
         ll_exact = log_likelihood(gmm64.score_fn(sde), sde, x_test, trace="exact", rtol=1e-6, atol=1e-6,
                                   prior_log_prob=gmm64.prior_log_prob(sde))
@@ -144,7 +161,7 @@ def run(args: argparse.Namespace) -> int:
         t0 = time.perf_counter()
         print(f"[4/4] comparing samplers {', '.join(SAMPLERS)} at NFE {nfes} with the model and the exact score")
         rows = run_comparison({"model": model_fn, "exact": exact_fn}, sde, (n, 2), SAMPLERS, nfes, reference,
-                              gmm=gmm, seed=seed + 2, device=device)
+                              gmm=gmm, seed=seed + 2, device=device, progress=progress)
         timings["compare"] = time.perf_counter() - t0
 
         # ---- report ----------------------------------------------------------------------------

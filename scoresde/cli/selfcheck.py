@@ -10,6 +10,7 @@ import torch
 
 from .. import __version__
 from ..analytic import ring_mixture
+from ..errors import check_int, check_seed
 from ..sde import VESDE, VPSDE, LinearSDE, SubVPSDE, torchsde_integrate
 
 
@@ -49,6 +50,8 @@ def _self_check(seed: int, paths: int) -> list[tuple[str, str, float, float]]:
 
 
 def run(args: argparse.Namespace) -> int:
+    check_int("--paths", args.paths, 1)
+    check_seed("--seed", args.seed)
     print(f"scoresde {__version__}: self-check of the SDE library against exact answers")
     start = time.perf_counter()
     rows = _self_check(args.seed, args.paths)

@@ -24,11 +24,14 @@ output :math:`F` is turned into the score :math:`\nabla_x\log p_t(x)` by the
 
 from __future__ import annotations
 
+from typing import Any
+
 from torch import Tensor, nn
 
 from ..errors import ArgumentError, check_float_tensor
 from ..sde import SDE, LinearSDE
 from ..sde.base import expand_to
+from .specs import build_net, build_sde, net_spec, sde_spec
 
 PARAMETERIZATIONS = ("eps", "score", "x0", "v")
 
@@ -45,6 +48,10 @@ class ScoreModel(nn.Module):
         data_std: :math:`\\sigma_d`, the data's (rough) standard deviation, for input scaling
             and the ``x0``/``v`` targets.
         scale_input: divide ``x`` by :math:`\\sqrt{\\alpha_t^2\\sigma_d^2+\\sigma_t^2}` (linear SDEs).
+
+    ``model.config`` describes it as JSON, with the SDE and the network as specs
+    (:mod:`scoresde.models.specs`); :meth:`from_config` rebuilds it (what
+    :func:`~scoresde.training.load_run` does with a trained run).
     """
 
     def __init__(
@@ -85,14 +92,32 @@ class ScoreModel(nn.Module):
         self.data_std = float(data_std)
         self.scale_input = bool(scale_input) and linear
         self.config = {
+            "type": "ScoreModel",
             "parameterization": parameterization,
             "time_input": time_input,
             "data_std": self.data_std,
             "scale_input": self.scale_input,
-            "sde": repr(sde),
-            "net": type(net).__name__,
-            "net_config": getattr(net, "config", None),
+            "sde": sde_spec(sde),
+            "net": net_spec(net),
         }
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any], *, sde: SDE | None = None, net: nn.Module | None = None) -> ScoreModel:
+        """Rebuild a model from its ``config`` (freshly initialised weights).
+
+        The SDE and the network come from their specs when built in, else must be passed as
+        ``sde`` / ``net`` (a given one replaces the recorded one). Raises ArgumentError naming
+        what is missing or malformed.
+        """
+        if not isinstance(config, dict) or config.get("type") != "ScoreModel":
+            raise ArgumentError(f"the model config does not describe a ScoreModel (got {str(config)[:80]!r})")
+        try:
+            options = {k: config[k] for k in ("parameterization", "time_input", "data_std", "scale_input")}
+        except KeyError as err:
+            raise ArgumentError(f"the ScoreModel config lacks the key {err.args[0]!r}") from None
+        sde = build_sde(config.get("sde")) if sde is None else sde
+        net = build_net(config.get("net")) if net is None else net
+        return cls(net, sde, options.pop("parameterization"), **options)
 
     def _check(self, x: Tensor, t: Tensor) -> Tensor:
         check_float_tensor("x", x)

@@ -70,5 +70,9 @@ class VESDE(LinearSDE):
         G = torch.sqrt(self.sigma(t).square() - self.sigma(prev).square())
         return torch.zeros_like(x), expand_to(G, x)
 
+    def spec(self) -> dict:
+        """The constructor's arguments as JSON values: ``VESDE(**sde.spec())`` is the same SDE."""
+        return {"sigma_min": self.sigma_min, "sigma_max": self.sigma_max, "eps": self.eps}
+
     def __repr__(self) -> str:
         return f"VESDE(sigma_min={self.sigma_min:g}, sigma_max={self.sigma_max:g})"

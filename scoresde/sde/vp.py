@@ -139,6 +139,11 @@ class VPSDE(LinearSDE):
         G = expand_to(torch.sqrt(-torch.expm1(-dB)), x)
         return F, G
 
+    def spec(self) -> dict:
+        """The constructor's arguments as JSON values: ``VPSDE(**sde.spec())`` is the same SDE."""
+        return {"beta_min": self.beta_min, "beta_max": self.beta_max, "schedule": self.schedule,
+                "cosine_s": self.cosine_s, "cosine_end": self.cosine_end, "eps": self.eps}
+
     def __repr__(self) -> str:
         if self.schedule == "cosine":
             return f"VPSDE(schedule='cosine', cosine_s={self.cosine_s:g}, cosine_end={self.cosine_end:g})"
@@ -185,6 +190,10 @@ class SubVPSDE(LinearSDE):
         q = lam.exp()
         alpha = 2 * q / (1 + torch.sqrt(1 + 4 * q.square()))
         return _t_from_integrated_beta(-2 * alpha.log(), self.beta_min, self.beta_max)
+
+    def spec(self) -> dict:
+        """The constructor's arguments as JSON values: ``SubVPSDE(**sde.spec())`` is the same SDE."""
+        return {"beta_min": self.beta_min, "beta_max": self.beta_max, "eps": self.eps}
 
     def __repr__(self) -> str:
         return f"SubVPSDE(beta_min={self.beta_min:g}, beta_max={self.beta_max:g})"

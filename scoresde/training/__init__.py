@@ -1,10 +1,21 @@
-"""Score-matching losses, the ``Trainer`` (AdamW, EMA, AMP, logs, atomic checkpoints), EMA."""
+"""Score-matching losses, the ``Trainer`` (AdamW, EMA, AMP, logs, checked run folders, atomic
+checkpoints), EMA, and ``load_run`` to reload a trained run."""
 
 from . import distributed
-from .checkpoint import CheckpointError, latest_checkpoint, list_checkpoints, load_checkpoint, save_checkpoint
+from .checkpoint import (
+    FORMAT_VERSION,
+    CheckpointError,
+    latest_checkpoint,
+    list_checkpoints,
+    load_checkpoint,
+    read_training_checkpoint,
+    save_checkpoint,
+)
 from .config import TrainConfig
 from .ema import EMA
 from .losses import DSMLoss, SlicedScoreMatchingLoss
+from .run import Run, load_run
+from .run_folder import RunFolder
 from .trainer import Trainer, TrainingDivergedError
 
 __all__ = [
@@ -14,9 +25,14 @@ __all__ = [
     "TrainConfig",
     "TrainingDivergedError",
     "EMA",
+    "load_run",
+    "Run",
+    "RunFolder",
+    "FORMAT_VERSION",
     "CheckpointError",
     "save_checkpoint",
     "load_checkpoint",
+    "read_training_checkpoint",
     "list_checkpoints",
     "latest_checkpoint",
     "distributed",

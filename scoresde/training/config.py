@@ -1,4 +1,5 @@
-"""``TrainConfig``: the Trainer's hyper-parameters, validated, JSON-serialisable."""
+"""``TrainConfig``: the Trainer's hyper-parameters, validated, JSON-serialisable, and which of them
+a resumed run may change."""
 
 from __future__ import annotations
 
@@ -15,6 +16,21 @@ from ..errors import (
     check_range,
     check_seed,
 )
+
+#: fields that change no update: a resumed run may set them anew (``steps`` too, see below)
+RESUMABLE_FIELDS = ("progress", "log_every", "checkpoint_every", "eval_every", "keep_checkpoints", "tensorboard")
+
+
+def may_change_on_resume(field: str, old: dict, new: dict) -> bool:
+    """Whether ``field`` of the ``train`` config may differ between a run and its resumption.
+
+    Only fields that change no update may: :data:`RESUMABLE_FIELDS`, and ``steps`` when both
+    runs use the constant schedule (the cosine schedule decays over ``steps``, so more steps
+    change every learning rate).
+    """
+    if field in RESUMABLE_FIELDS:
+        return True
+    return field == "steps" and old.get("lr_schedule") == new.get("lr_schedule") == "constant"
 
 
 @dataclasses.dataclass

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from ..errors import ArgumentError
+from .checkpoint import load_weights
 
 
 class EMA:
@@ -41,7 +42,7 @@ class EMA:
     def state_dict(self) -> dict[str, Any]:
         return {"model": self.model.state_dict(), "num_updates": self.num_updates, "decay": self.decay}
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.model.load_state_dict(state["model"])
+    def load_state_dict(self, state: dict[str, Any], source: str = "the EMA state") -> None:
+        load_weights(self.model, state["model"], source)
         self.num_updates = int(state["num_updates"])
         self.decay = float(state["decay"])

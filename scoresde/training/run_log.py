@@ -1,17 +1,21 @@
 """A training run's logs: CSV files in the run folder, mirrored to TensorBoard when installed.
 
 Each log (``metrics.csv``, ``eval.csv``) is a CSV with a ``step`` column, appended one row at a
-time so that a killed run keeps what it wrote. On resume, rows after the checkpoint's step are
-dropped, because the resumed run writes them again. Only the process that owns the run folder
-writes (rank 0 under ``torchrun``); for the others every method is a no-op.
+time so that a killed run keeps what it wrote (opened without following a symbolic link). On
+resume, rows after the checkpoint's step are dropped, because the resumed run writes them again
+(the file is rewritten atomically). Only the process that owns the run folder writes (rank 0
+under ``torchrun``); for the others every method is a no-op.
 """
 
 from __future__ import annotations
 
 import csv
+import io
+import os
 from pathlib import Path
 
 from ..errors import ArgumentError
+from .files import append_nofollow, atomic_write_bytes
 
 LOG_FILES = ("metrics.csv", "eval.csv")
 
@@ -46,13 +50,13 @@ class RunLog:
         """Append ``row`` (which has a ``step``) to the CSV ``name``, writing the header first if new."""
         if self.out_dir is None:
             return
-        path = self.out_dir / name
-        new = not path.exists()
-        with open(path, "a", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=list(row))
-            if new:
+        text = io.StringIO()
+        w = csv.DictWriter(text, fieldnames=list(row))
+        with append_nofollow(self.out_dir / name) as f:
+            if os.fstat(f.fileno()).st_size == 0:
                 w.writeheader()
             w.writerow(row)
+            f.write(text.getvalue().encode())
         if self._tb is not None:
             for k, v in row.items():
                 if k != "step":
@@ -69,8 +73,11 @@ class RunLog:
             with open(path, newline="") as f:
                 rows = list(csv.reader(f))
             kept = rows[:1] + [r for r in rows[1:] if r and int(r[0]) <= step]
-            with open(path, "w", newline="") as f:
-                csv.writer(f).writerows(kept)
+            if len(kept) == len(rows):
+                continue
+            text = io.StringIO()
+            csv.writer(text).writerows(kept)
+            atomic_write_bytes(path, text.getvalue().encode())
 
     def flush(self) -> None:
         if self._tb is not None:

@@ -15,9 +15,13 @@ times) plus the global RNG (e.g. dropout), and every one of their states is in t
 checkpoint, so a run resumed from a checkpoint reproduces the uninterrupted run exactly on
 the CPU (on GPUs up to the nondeterminism of some kernels).
 
-Outputs in ``out_dir``: ``config.json``, ``metrics.csv`` (step, loss, grad_norm, lr, seconds),
-``eval.csv`` (the eval hook's numbers), ``checkpoints/step_<8-digit step>.ckpt`` and TensorBoard
-events when the ``tensorboard`` package is installed.
+Outputs in ``out_dir`` (the run folder, :mod:`scoresde.training.run_folder`): ``config.json``,
+``metrics.csv`` (step, loss, grad_norm, lr, seconds), ``eval.csv`` (the eval hook's numbers),
+``checkpoints/step_<8-digit step>.ckpt`` and TensorBoard events when the ``tensorboard`` package
+is installed. Nothing is written before the folder has been checked: a new run (:meth:`start`,
+which :meth:`fit` calls) refuses a folder that holds a run, a resumed run (:meth:`resume`)
+refuses a changed configuration, and a folder another process trains in is refused; the lock
+is held while training. :func:`~scoresde.training.load_run` reloads a run.
 
 **Several processes** (``torchrun``; see :mod:`scoresde.training.distributed` and
 docs/distributed.md): the model is wrapped in ``DistributedDataParallel`` and each rank trains
@@ -34,6 +38,8 @@ every rank at the same step.
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import dataclasses
 import json
 import time
@@ -46,21 +52,23 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from ..errors import ArgumentError, CheckpointError, TrainingDivergedError
+from ..errors import ArgumentError, CheckpointError, RunFolderError, TrainingDivergedError
 from . import distributed as _dist
 from .batches import _Batches, _describe
 from .checkpoint import (
-    atomic_write_bytes,
+    FORMAT_VERSION,
+    check_training_state,
     checkpoint_path,
-    list_checkpoints,
     load_checkpoint,
+    load_weights,
     save_checkpoint,
 )
-from .config import TrainConfig
+from .config import RESUMABLE_FIELDS, TrainConfig
 from .ema import EMA
+from .run_folder import RunFolder, config_differences, summarise
 from .run_log import RunLog
 
-FORMAT_VERSION = 1
+_RESUMABLE = ", ".join(RESUMABLE_FIELDS) + " and, with the constant lr_schedule, steps"
 
 
 class Trainer:
@@ -75,10 +83,14 @@ class Trainer:
         eval_fn: evaluation hook ``eval_fn(trainer) -> dict[str, float]`` run every
             ``eval_every`` steps (e.g. held-out likelihood of ``trainer.ema.model``).
         device: where to train (default: the model's device).
+        metadata: JSON-serialisable facts about the run to record with it (``config.json`` and
+            every checkpoint, under ``"metadata"``), e.g. how the data were made; a resumed run
+            must pass the same.
         config: a :class:`TrainConfig`; keyword arguments override its fields.
 
-    ``fit()`` trains up to ``config.steps`` steps; ``resume()`` loads the newest valid
-    checkpoint in ``out_dir`` first. The averaged model is ``trainer.ema.model``.
+    ``fit()`` trains up to ``config.steps`` steps, in a new run folder unless ``resume()``
+    first continued the run in it. The averaged model is ``trainer.ema.model``. Construction
+    writes nothing.
     """
 
     def __init__(
@@ -90,6 +102,7 @@ class Trainer:
         *,
         eval_fn: Callable[[Trainer], dict[str, float]] | None = None,
         device: str | torch.device | None = None,
+        metadata: dict[str, Any] | None = None,
         config: TrainConfig | None = None,
         **overrides,
     ):
@@ -105,6 +118,8 @@ class Trainer:
                 raise ArgumentError(f"unknown Trainer option {key!r}; valid options are: {', '.join(fields)}")
         if config is not None and not isinstance(config, TrainConfig):
             raise ArgumentError(f"config must be a TrainConfig, got {type(config).__name__}")
+        if metadata is not None and not isinstance(metadata, dict):
+            raise ArgumentError(f"metadata must be a dict of JSON values, got {type(metadata).__name__}")
         cfg = dataclasses.replace(config or TrainConfig(), **overrides).validate()
         params = list(model.parameters())
         if not params:
@@ -125,8 +140,12 @@ class Trainer:
         self.loss_fn = loss_fn
         self.eval_fn = eval_fn
         self.out_dir = Path(out_dir) if out_dir is not None else None
+        self.run_folder = RunFolder(self.out_dir) if self.out_dir is not None else None
+        self.metadata = copy.deepcopy(metadata) if metadata is not None else {}
         self.step = 0
         self.last_checkpoint: Path | None = None
+        self._opened = False  # start() or resume() has checked the run folder
+        self._writing = False  # the folder is claimed (its lock held by rank 0) for writes
 
         # global RNG: dropout and anything the loss draws without a generator (per rank in a group)
         torch.manual_seed(cfg.seed if self.dist.rank == 0 else _dist.rank_seed(cfg.seed, self.dist.rank, 0))
@@ -142,9 +161,11 @@ class Trainer:
         self._check_data_against_model()
         self._shardable = bool(getattr(loss_fn, "shardable", False))
         self.run_log = RunLog(self.out_dir, writer=self.dist.is_main, tensorboard=cfg.tensorboard)
-        if self.out_dir is not None and self.dist.is_main:
-            self.out_dir.mkdir(parents=True, exist_ok=True)
-            atomic_write_bytes(self.out_dir / "config.json", json.dumps(self.config_dict(), indent=2).encode())
+        try:
+            json.dumps(self.config_dict())
+        except (TypeError, ValueError) as err:
+            raise ArgumentError(f"the run's configuration must be JSON-serialisable (model.config, loss_fn.config, "
+                                f"metadata): {err}") from None
 
     # ---- set-up checks and configuration ---------------------------------------------------
     def _check_data_against_model(self) -> None:
@@ -168,16 +189,23 @@ class Trainer:
             self.model.train(was_training)
         if isinstance(out, Tensor) and out.shape != x.shape:
             raise ArgumentError(f"the model maps data of shape {tuple(x.shape)} to shape {tuple(out.shape)}; expected the same")
+        self._sample_shape = list(x.shape[1:])
 
     def config_dict(self) -> dict[str, Any]:
-        """Everything needed to describe the run, as JSON-serialisable values."""
+        """Everything needed to describe the run, as JSON-serialisable values.
+
+        ``model`` is the model's ``config`` (for a :class:`~scoresde.models.ScoreModel`, the
+        specs :func:`~scoresde.training.load_run` rebuilds it from); ``data.shape`` the shape of
+        one sample.
+        """
         return {
             "format_version": FORMAT_VERSION,
             "train": dataclasses.asdict(self.config),
             "model": getattr(self.model, "config", type(self.model).__name__),
             "loss": getattr(self.loss_fn, "config", type(self.loss_fn).__name__),
-            "data": {"type": _describe(self.batches.data), "size": self.batches.n},
+            "data": {"type": _describe(self.batches.data), "size": self.batches.n, "shape": self._sample_shape},
             "world_size": self.dist.world_size,
+            "metadata": self.metadata,
         }
 
     def _to_device(self, x: Tensor) -> Tensor:
@@ -201,10 +229,14 @@ class Trainer:
             "config_json": json.dumps(self.config_dict()),
         }
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
+    def load_state_dict(self, state: dict[str, Any], source: str = "the checkpoint") -> None:
+        """Restore a :meth:`state_dict` (``source`` names where it comes from, for messages).
+
+        Weights of another architecture raise :class:`CheckpointError` in one line.
+        """
         try:
-            self.model.load_state_dict(state["model"])
-            self.ema.load_state_dict(state["ema"])
+            load_weights(self.model, state["model"], source)
+            self.ema.load_state_dict(state["ema"], source=f"{source} (EMA)")
             self.optimizer.load_state_dict(state["optimizer"])
             self.scheduler.load_state_dict(state["scheduler"])
             if state["scaler"]:
@@ -214,8 +246,11 @@ class Trainer:
             self.generator.set_state(state["rng"]["loss_generator"].cpu())
             self._load_local_rng(state["rng"], int(state["step"]))
             self.step = int(state["step"])
-        except (KeyError, RuntimeError, TypeError) as err:
-            raise CheckpointError(f"checkpoint does not match this trainer/model: {type(err).__name__}: {err}") from err
+        except CheckpointError:
+            raise
+        except (KeyError, RuntimeError, TypeError, ValueError) as err:
+            first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+            raise CheckpointError(f"{source} does not match this trainer/model: {type(err).__name__}: {first}") from None
 
     def _local_rng(self) -> dict[str, Tensor]:
         """This process's global RNG states (the index and loss streams are shared by all ranks)."""
@@ -247,49 +282,80 @@ class Trainer:
         """
         if self.out_dir is None:
             raise ArgumentError("out_dir is None: this trainer writes no checkpoints")
-        ckpt_dir = self.out_dir / "checkpoints"
-        path = checkpoint_path(ckpt_dir, self.step)
         state = self.state_dict()
         if self.dist.enabled:
             state["rng"]["per_rank"] = _dist.gather_objects(self._local_rng(), self.dist)
-        if self.dist.is_main:
-            save_checkpoint(state, path)
-            for _, old in list_checkpoints(ckpt_dir)[: -self.config.keep_checkpoints]:
-                old.unlink(missing_ok=True)
-        _dist.barrier(self.dist)
+        with self._folder_writes():
+            folder = self.run_folder
+            path = checkpoint_path(folder.checkpoint_dir, self.step)
+            if self.dist.is_main:
+                save_checkpoint(state, path, follow_dir_link=False)
+                for _, old in folder.checkpoints()[: -self.config.keep_checkpoints]:
+                    old.unlink(missing_ok=True)
+            _dist.barrier(self.dist)
         self.last_checkpoint = path
         return path
 
     def load(self, path: str | Path) -> None:
-        """Load the checkpoint at ``path`` (verified; see :func:`~scoresde.training.load_checkpoint`)."""
-        self.load_state_dict(load_checkpoint(path, map_location=self.device))
+        """Load the checkpoint at ``path`` (verified, see :func:`~scoresde.training.load_checkpoint`).
+
+        Its recorded configuration must be this trainer's up to what a resumed run may change
+        (:func:`~scoresde.training.run_folder.config_differences`), else :class:`CheckpointError`
+        says what differs.
+        """
+        state = load_checkpoint(path, map_location=self.device)
+        recorded = check_training_state(state, path)
+        diffs = config_differences(recorded, self.config_dict())
+        if diffs:
+            raise CheckpointError(f"checkpoint {str(path)!r} was written with another configuration: {summarise(diffs)}")
+        self.load_state_dict(state, source=f"checkpoint {str(path)!r}")
         self.last_checkpoint = Path(path)
 
-    def resume(self) -> int:
-        """Load the newest valid checkpoint in ``out_dir``; returns its step (0 if none).
+    # ---- the run folder --------------------------------------------------------------------
+    def start(self) -> None:
+        """Begin a new run in ``out_dir``: check the folder, take its lock, write ``config.json``.
 
-        A newest file that fails verification is reported with a warning and skipped, so an
-        interrupted or damaged write falls back to the previous checkpoint. In a process group
-        rank 0 makes that choice and broadcasts it, and every rank loads the same file (``out_dir``
-        must be on a file system all nodes see).
+        Refuses (:class:`RunFolderError`, nothing written) a folder that already holds a run --
+        continue that with :meth:`resume` -- or that another process trains in. :meth:`fit`
+        calls it when neither this nor :meth:`resume` was called.
         """
-        if self.out_dir is None:
-            raise ArgumentError("out_dir is None: there is nothing to resume from")
-        chosen = None
-        if self.dist.is_main:
-            for step, path in reversed(list_checkpoints(self.out_dir / "checkpoints")):
-                try:
-                    self.load(path)
-                except CheckpointError as err:
-                    warnings.warn(f"skipping checkpoint at step {step}: {err}", stacklevel=2)
-                    continue
-                chosen = str(path)
-                self.run_log.truncate_after(self.step)
-                break
-        chosen = _dist.broadcast_object(chosen, self.dist)
-        if chosen is None:
-            return 0
-        if not self.dist.is_main:
+        folder = self._folder("start")
+
+        def on_rank0() -> None:
+            folder.claim(folder.check_free)
+            self._begin_writes(folder, truncate_after=None)
+
+        self._on_rank0(on_rank0)
+        self._opened = self._writing = True
+
+    def resume(self) -> int:
+        """Continue the run in ``out_dir`` from its newest valid checkpoint; returns its step (0 if none).
+
+        A checkpoint that fails verification (truncated, altered) is reported with a warning
+        and skipped, so an interrupted write falls back to the previous checkpoint. Everything
+        else that stops the run from continuing exactly is refused before anything is written:
+        a configuration that differs from the recorded one in a field that changes the updates
+        (:class:`RunFolderError` naming each, e.g. ``train.lr: 0.0002 -> 0.05``), weights of
+        another architecture or a checkpoint of another format version (:class:`CheckpointError`),
+        a folder another process trains in. In a process group rank 0 checks and chooses,
+        and every rank loads the same file (``out_dir`` must be on a file system all nodes see).
+        """
+        folder = self._folder("resume")
+
+        def on_rank0() -> str | None:
+            state, path = folder.claim(lambda: self._choose_checkpoint(folder))
+            try:
+                if state is not None:
+                    self.load_state_dict(state, source=f"checkpoint {str(path)!r}")
+                self._begin_writes(folder, truncate_after=self.step)
+            except BaseException:
+                folder.release()
+                raise
+            return None if path is None else str(path)
+
+        chosen = self._on_rank0(on_rank0)
+        self._opened = self._writing = True
+        if chosen is not None and not self.dist.is_main:
             try:
                 self.load(chosen)
             except CheckpointError as err:
@@ -297,7 +363,110 @@ class Trainer:
                     f"rank {self.dist.rank} cannot load the checkpoint rank 0 resumed from ({err}); "
                     f"out_dir must be on a file system shared by all nodes"
                 ) from err
+        if chosen is not None:
+            self.last_checkpoint = Path(chosen)
         return self.step
+
+    def _folder(self, what: str) -> RunFolder:
+        if self.run_folder is None:
+            raise ArgumentError(f"out_dir is None: there is no run folder to {what}")
+        if self._opened:
+            raise RunFolderError(f"this trainer has already started its run in {str(self.out_dir)!r}; "
+                                 f"call {what}() on a new Trainer")
+        return self.run_folder
+
+    def _choose_checkpoint(self, folder: RunFolder) -> tuple[dict[str, Any] | None, Path | None]:
+        """The newest checkpoint that verifies (read only), checked against this trainer's config."""
+        mine = self.config_dict()
+        for step, path in reversed(folder.checkpoints()):
+            try:
+                state = load_checkpoint(path, map_location=self.device)
+            except CheckpointError as err:  # damaged: fall back to the previous one
+                warnings.warn(f"skipping checkpoint at step {step}: {err}", stacklevel=4)
+                continue
+            self._refuse_differences(folder, check_training_state(state, path), mine)
+            return state, path
+        recorded = folder.read_config()  # killed before its first checkpoint: still the same run?
+        if recorded is not None:
+            self._refuse_differences(folder, recorded, mine)
+        return None, None
+
+    @staticmethod
+    def _refuse_differences(folder: RunFolder, recorded: dict[str, Any], mine: dict[str, Any]) -> None:
+        diffs = config_differences(recorded, mine)
+        if diffs:
+            raise RunFolderError(
+                f"cannot resume run folder {str(folder.path)!r} with another configuration: {summarise(diffs)} "
+                f"(on resume only {_RESUMABLE} may change); train into another folder instead"
+            )
+
+    def _begin_writes(self, folder: RunFolder, truncate_after: int | None) -> None:
+        """With the lock held: create the layout, drop stale temporaries and log rows, write config.json."""
+        try:
+            folder.prepare()
+            if truncate_after is not None:
+                self.run_log.truncate_after(truncate_after)
+            folder.write_config(self.config_dict())
+        except BaseException:
+            folder.release()
+            raise
+
+    def _reclaim(self) -> None:
+        """Take the lock again for writes after an earlier fit() released it."""
+        folder = self.run_folder
+
+        def check() -> None:
+            # the folder must still be this run, not moved on by another process meanwhile
+            recorded = folder.read_config()
+            ckpts = folder.checkpoints()
+            if recorded is None or config_differences(recorded, self.config_dict()) or (ckpts and ckpts[-1][0] > self.step):
+                raise RunFolderError(
+                    f"run folder {str(folder.path)!r} changed since this trainer last wrote to it (another process "
+                    f"trained in it); resume it with a new Trainer"
+                )
+
+        self._on_rank0(lambda: folder.claim(check))
+        self._writing = True
+
+    def _release(self) -> None:
+        if self.run_folder is not None:
+            self.run_folder.release()
+        self._writing = False
+
+    @contextlib.contextmanager
+    def _folder_writes(self):
+        """Hold the run folder's lock around writes made outside fit() (starting the run if new)."""
+        if self.run_folder is None or self._writing:
+            yield
+            return
+        if not self._opened:
+            self.start()
+        else:
+            self._reclaim()
+        try:
+            yield
+        finally:
+            self._release()
+
+    def _on_rank0(self, fn: Callable[[], Any]) -> Any:
+        """``fn()`` on rank 0 alone (the one process that touches the run folder); every rank
+        returns its result, or raises its error."""
+        if not self.dist.enabled:
+            return fn()
+        outcome, error = None, None
+        if self.dist.is_main:
+            try:
+                outcome = ("ok", fn())
+            except Exception as err:
+                error = err
+                outcome = ("error", type(err).__name__, (str(err).splitlines() or [type(err).__name__])[0])
+        outcome = _dist.broadcast_object(outcome, self.dist)
+        if error is not None:
+            raise error
+        if outcome[0] == "error":
+            cls = CheckpointError if outcome[1] == "CheckpointError" else RunFolderError
+            raise cls(outcome[2])
+        return outcome[1]
 
     # ---- the loop --------------------------------------------------------------------------
     def train_step(self) -> tuple[Tensor, Tensor]:
@@ -365,15 +534,29 @@ class Trainer:
         if not isinstance(result, dict):
             raise ArgumentError(f"eval_fn must return a dict of numbers, got {type(result).__name__}")
         row = {"step": self.step, **{k: float(v) for k, v in result.items()}}
-        self.run_log.write("eval.csv", row)
+        with self._folder_writes():
+            self.run_log.write("eval.csv", row)
         return result
 
     def fit(self, steps: int | None = None) -> Trainer:
-        """Train until ``steps`` (default ``config.steps``) completed steps; returns ``self``."""
+        """Train until ``steps`` (default ``config.steps``) completed steps; returns ``self``.
+
+        With an ``out_dir`` it first starts a new run there (:meth:`start`) unless :meth:`resume`
+        continued one, and holds the folder's lock until it returns.
+        """
         cfg = self.config
         total = cfg.steps if steps is None else steps
         if isinstance(total, bool) or not isinstance(total, int) or total < 0:
             raise ArgumentError(f"steps must be a non-negative integer, got {total!r}")
+        if self.run_folder is not None and not self._writing:
+            try:
+                if self._opened:
+                    self._reclaim()
+                else:
+                    self.start()
+            except BaseException:
+                _dist.shutdown(self.dist, sync=False)
+                raise
         self.run_log.open()
         bar = tqdm(total=total, initial=min(self.step, total), disable=not (cfg.progress and self.dist.is_main),
                    desc="training", dynamic_ncols=True)
@@ -409,11 +592,13 @@ class Trainer:
         finally:
             bar.close()
             self.run_log.flush()
+            self._release()
         return self
 
     def close(self) -> None:
-        """Destroy the process group if this trainer created it (a no-op otherwise).
+        """Release the run folder and destroy the process group if this trainer created it.
 
         In a process group every rank calls it (it synchronises at a barrier first).
         """
+        self._release()
         _dist.shutdown(self.dist)

@@ -2,7 +2,8 @@
 
 ``python -m torch.distributed.run ... dist_worker.py MODE OUT``; MODE is ``train`` (train, write
 checkpoints, evaluate the likelihood, check errors), ``crash`` (rank 1 kills itself at step
-CRASH_STEP) or ``resume`` (resume from OUT and finish). Rank 0 saves what the test compares.
+CRASH_STEP), ``resume`` (resume from OUT and finish) or ``resume_changed`` (try to resume OUT with
+another learning rate; every rank records the refusal). Rank 0 saves what the test compares.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 import torch
 
 import scoresde as ss
+import scoresde.training.run_folder as run_folder_module
 import scoresde.training.trainer as trainer_module
 
 STEPS, BATCH, CRASH_STEP = 16, 32, 12
@@ -54,14 +56,23 @@ def main(mode: str, out: Path) -> None:
     torch.set_num_threads(1)
     rank = int(os.environ["RANK"])
     writes = []  # every checkpoint / config file this rank writes
-    for name in ("save_checkpoint", "atomic_write_bytes"):
-        original = getattr(trainer_module, name)
+    for module, name in ((trainer_module, "save_checkpoint"), (run_folder_module, "atomic_write_bytes")):
+        original = getattr(module, name)
 
-        def spy(state_or_path, *args, _original=original, _name=name):
+        def spy(*args, _original=original, _name=name, **kwargs):
             writes.append(_name)
-            return _original(state_or_path, *args)
+            return _original(*args, **kwargs)
 
-        setattr(trainer_module, name, spy)
+        setattr(module, name, spy)
+
+    if mode == "resume_changed":
+        tr = build(out / "run", lr=2e-3)
+        try:
+            tr.resume()
+        except ss.RunFolderError as err:
+            (out / f"refused{rank}.json").write_text(json.dumps({"error": str(err), "writes": writes}))
+        tr.close()  # every rank got the refusal at the same point: a clean, synchronised shutdown
+        return
 
     def crash(trainer):
         if mode == "crash" and trainer.step == CRASH_STEP and rank == 1:

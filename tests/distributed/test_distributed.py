@@ -128,6 +128,18 @@ def test_only_rank0_writes_and_every_rank_stops_on_one_ranks_nan(two):
 
 
 @pytest.mark.slow
+def test_a_changed_config_refuses_to_resume_on_every_rank_and_touches_nothing(two):
+    run = two / "run"
+    before = {str(p): p.read_bytes() for p in sorted(run.rglob("*")) if p.is_file()}
+    torchrun("resume_changed", two)
+    refused = [json.loads((two / f"refused{r}.json").read_text()) for r in (0, 1)]
+    assert refused[0]["error"] == refused[1]["error"]  # rank 0 checked; every rank stops with its message
+    assert "train.lr: 0.001 -> 0.002" in refused[0]["error"] and "\n" not in refused[0]["error"]
+    assert refused[0]["writes"] == refused[1]["writes"] == []
+    assert {str(p): p.read_bytes() for p in sorted(run.rglob("*")) if p.is_file()} == before
+
+
+@pytest.mark.slow
 def test_distributed_likelihood_equals_single_process(single, two):
     ll = torch.load(two / "ll.pt", weights_only=True)
     assert ll["log_p"].shape == (W.LL_POINTS,) and torch.isfinite(ll["log_p"]).all()

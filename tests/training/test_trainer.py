@@ -62,7 +62,10 @@ def test_fit_writes_config_logs_and_verified_checkpoints(tmp_path):
     assert tr.step == 25
     cfg = json.loads((tmp_path / "config.json").read_text())
     assert cfg["train"]["steps"] == 25 and cfg["model"]["parameterization"] == "eps"
-    assert cfg["loss"]["weighting"] == "likelihood" and cfg["data"]["size"] == 300
+    assert cfg["loss"]["weighting"] == "likelihood" and cfg["data"] == {"type": "MixtureDataset", "size": 300, "shape": [2]}
+    assert cfg["model"]["net"] == {"name": "MLP", "kwargs": tr.model.net.config}  # rebuildable specs
+    assert cfg["model"]["sde"] == {"name": "VPSDE", "kwargs": ss.VPSDE().spec()}
+    assert cfg["format_version"] == ss.training.FORMAT_VERSION
     rows = list(csv.DictReader(open(tmp_path / "metrics.csv")))
     assert [int(r["step"]) for r in rows] == [5, 10, 15, 20, 25]
     assert all(math.isfinite(float(r["loss"])) and float(r["lr"]) > 0 for r in rows)
@@ -193,10 +196,111 @@ def test_truncated_or_tampered_checkpoint_is_rejected_and_previous_survives(tmp_
 def test_checkpoint_from_another_model_is_a_clear_error(tmp_path):
     make(tmp_path, steps=10).fit()
     sde = ss.VPSDE()
-    other = Trainer(ss.ScoreModel(ss.MLP(2, 8, 1), sde), DSMLoss(sde), torch.randn(50, 2), tmp_path / "b",
-                    progress=False)
-    with pytest.raises(CheckpointError, match="does not match this trainer/model"):
+    other = Trainer(ss.ScoreModel(ss.MLP(2, 8, 1), sde, data_std=4.0), DSMLoss(sde, "likelihood"),
+                    ss.MixtureDataset(ss.analytic.ring_mixture(), 300, seed=0), tmp_path / "b", steps=10, batch_size=32,
+                    lr=1e-3, warmup_steps=5, log_every=5, checkpoint_every=10, progress=False)
+    with pytest.raises(CheckpointError, match=r"written with another configuration: model.net.kwargs.hidden: 16 -> 8$"):
         other.load(tmp_path / "checkpoints" / "step_00000010.ckpt")
+    # the same config but other weights (a state dict of another model): one line, not a state_dict dump
+    state = load_checkpoint(tmp_path / "checkpoints" / "step_00000010.ckpt")
+    state["model"] = ss.ScoreModel(ss.MLP(2, 8, 1), sde).state_dict()
+    with pytest.raises(CheckpointError) as err:
+        make(tmp_path / "c", steps=10).load_state_dict(state, source="that file")
+    assert "\n" not in str(err.value) and str(err.value).startswith("that file holds the weights of another architecture")
+
+
+class DropoutNet(torch.nn.Module):
+    """A score network with dropout: its masks come from the global RNG."""
+
+    def __init__(self):
+        super().__init__()
+        self.inp, self.out = torch.nn.Linear(3, 32), torch.nn.Linear(32, 2)
+        self.drop = torch.nn.Dropout(0.3)
+
+    def forward(self, x, c):
+        return self.out(self.drop(torch.nn.functional.silu(self.inp(torch.cat([x, c[:, None]], 1)))))
+
+
+def test_resume_restores_the_global_rng(tmp_path):
+    """Dropout draws from the global RNG: a resumed run must continue its stream, whatever the
+    process did with the RNG in between, to equal the uninterrupted run bit for bit."""
+
+    def trainer(out):
+        sde = ss.VPSDE()
+        torch.manual_seed(0)
+        model = ss.ScoreModel(DropoutNet(), sde, data_std=4.0)
+        return Trainer(model, DSMLoss(sde), ss.MixtureDataset(ss.analytic.ring_mixture(), 300, seed=0), out,
+                       steps=30, batch_size=32, lr=1e-3, warmup_steps=5, checkpoint_every=10, progress=False)
+
+    full = trainer(None).fit()
+    trainer(tmp_path).fit(steps=17)
+    resumed = trainer(tmp_path)
+    torch.rand(1000)  # the global RNG moves on between the interruption and the resumption
+    assert resumed.resume() == 17
+    resumed.fit()
+    assert same_state(weights(full), weights(resumed))
+
+
+def test_every_epoch_draws_a_new_permutation():
+    tr = make(data=torch.randn(10, 2), batch_size=5)
+    epochs = [tr.batches.indices(10) for _ in range(3)]
+    for e in epochs:
+        assert sorted(e.tolist()) == list(range(10))  # each epoch visits every sample once
+    assert not torch.equal(epochs[0], epochs[1]) and not torch.equal(epochs[1], epochs[2])
+    again = make(data=torch.randn(10, 2), batch_size=5)  # and the order is the seed's
+    assert all(torch.equal(a, again.batches.indices(10)) for a in epochs)
+
+
+FULL_DISK_SCRIPT = textwrap.dedent(
+    """
+    import resource, signal, sys, torch
+    import scoresde as ss
+    torch.set_num_threads(1)
+    out, mode = sys.argv[1], sys.argv[2]
+    sde = ss.VPSDE()
+    data = ss.MixtureDataset(ss.analytic.ring_mixture(), 300, seed=0)
+    torch.manual_seed(0)
+    model = ss.ScoreModel(ss.MLP(2, 32, 2), sde, data_std=4.0)
+
+    def fill_disk(trainer):  # after step 15 a file may grow to 4 KB only: the next checkpoint fails half-way
+        if mode == "full" and trainer.step == 15:
+            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+            resource.setrlimit(resource.RLIMIT_FSIZE, (4096, resource.RLIM_INFINITY))
+        return {}
+
+    tr = ss.Trainer(model, ss.DSMLoss(sde, "likelihood"), data, out, steps=30, batch_size=32, lr=1e-3,
+                    warmup_steps=5, log_every=5, checkpoint_every=10, eval_every=5, eval_fn=fill_disk, progress=False)
+    if mode == "resume":
+        print("resumed from", tr.resume(), flush=True)
+    try:
+        tr.fit()
+    except OSError as err:
+        print("stopped:", err.errno, flush=True)
+        sys.exit(3)
+    sd = tr.state_dict()
+    torch.save({k: sd[k] for k in ("model", "ema", "optimizer", "scheduler", "data", "step")}, out + "/final.pt")
+    """
+)
+
+
+@pytest.mark.skipif(os.name != "posix", reason="needs RLIMIT_FSIZE")
+def test_a_full_disk_during_a_checkpoint_keeps_the_last_one_and_resumes_exactly(tmp_path):
+    script = tmp_path / "run.py"
+    script.write_text(FULL_DISK_SCRIPT)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    straight, full = tmp_path / "straight", tmp_path / "full"
+    subprocess.run([sys.executable, script, straight, "fresh"], check=True, env=env, timeout=300)
+    proc = subprocess.run([sys.executable, script, full, "full"], env=env, timeout=300, capture_output=True, text=True)
+    assert proc.returncode == 3 and "stopped: 27" in proc.stdout, proc.stdout + proc.stderr  # EFBIG at step 20
+    assert [s for s, _ in list_checkpoints(full / "checkpoints")] == [10]
+    assert load_checkpoint(full / "checkpoints" / "step_00000010.ckpt")["step"] == 10  # intact
+    assert not [p.name for p in full.rglob("*") if ".tmp-" in p.name]  # the failed write left no temporary
+    out = subprocess.run([sys.executable, script, full, "resume"], check=True, env=env, timeout=300,
+                         capture_output=True, text=True)
+    assert "resumed from 10" in out.stdout
+    a = torch.load(straight / "final.pt", weights_only=True)
+    b = torch.load(full / "final.pt", weights_only=True)
+    assert same_state(a, b)
 
 
 def test_nan_loss_stops_names_the_step_and_keeps_last_good_checkpoint(tmp_path):
