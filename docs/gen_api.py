@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-MODULES = ["scoresde.sde", "scoresde.analytic", "scoresde.sampling", "scoresde.likelihood", "scoresde.training",
+MODULES = ["scoresde.errors", "scoresde.sde", "scoresde.analytic", "scoresde.sampling", "scoresde.likelihood", "scoresde.training",
            "scoresde.models", "scoresde.data", "scoresde.metrics", "scoresde.viz"]
 
 

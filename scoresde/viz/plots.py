@@ -15,6 +15,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from ..errors import ArgumentError, check_int
+from ..training.files import atomic_write
 
 
 def _numpy(x) -> np.ndarray:
@@ -24,13 +25,12 @@ def _numpy(x) -> np.ndarray:
 
 
 def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = 120) -> None:
-    """Write ``fig`` atomically (to a temporary file, then rename)."""
-    path = os.fspath(path)
-    tmp = f"{path}.tmp{os.getpid()}"
+    """Write ``fig`` atomically (an exclusive temporary file in the same folder, then rename;
+    see :func:`scoresde.training.files.atomic_write`); the format follows the suffix (png default)."""
     FigureCanvasAgg(fig)
-    ext = os.path.splitext(path)[1].lstrip(".") or "png"
-    fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format=ext)
-    os.replace(tmp, path)
+    ext = os.path.splitext(os.fspath(path))[1].lstrip(".") or "png"
+    with atomic_write(path) as f:
+        fig.savefig(f, dpi=dpi, bbox_inches="tight", format=ext)
 
 
 def _check_mapping(name: str, value, what: str) -> None:
