@@ -79,7 +79,8 @@ class Run:
         tensors back; :func:`load_run` the whole run)."""
         from safetensors.torch import save
 
-        tensors = {k: v.detach().to("cpu").contiguous() for k, v in self.model.state_dict().items()}
+        # copies: safetensors refuses tensors that share memory (tied weights)
+        tensors = {k: v.detach().to("cpu").clone().contiguous() for k, v in self.model.state_dict().items()}
         metadata = {"format": "scoresde", "format_version": str(FORMAT_VERSION), "step": str(self.step),
                     "weights": self.weights, "config": json.dumps(self.config)}
         return atomic_write_bytes(path, save(tensors, metadata=metadata))

@@ -52,7 +52,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from ..errors import ArgumentError, CheckpointError, RunFolderError, TrainingDivergedError
+from ..errors import ArgumentError, CheckpointError, RunFolderError, TrainingDivergedError, check_device
 from . import distributed as _dist
 from .batches import _Batches, _describe
 from .checkpoint import (
@@ -126,7 +126,7 @@ class Trainer:
             raise ArgumentError("model has no parameters to train")
         if device is None:
             device = _dist.default_device()
-        self.device = torch.device(device) if device is not None else params[0].device
+        self.device = check_device("device", device) if device is not None else params[0].device
         if cfg.amp and self.device.type != "cuda":
             raise ArgumentError(f"amp=True needs a CUDA device (mixed precision is CUDA-only here), got device {self.device}")
         self.config = cfg
@@ -317,7 +317,8 @@ class Trainer:
 
         Refuses (:class:`RunFolderError`, nothing written) a folder that already holds a run --
         continue that with :meth:`resume` -- or that another process trains in. :meth:`fit`
-        calls it when neither this nor :meth:`resume` was called.
+        calls it when neither this nor :meth:`resume` was called. The lock is held until
+        :meth:`fit` returns (or :meth:`close`).
         """
         folder = self._folder("start")
 
@@ -337,8 +338,9 @@ class Trainer:
         a configuration that differs from the recorded one in a field that changes the updates
         (:class:`RunFolderError` naming each, e.g. ``train.lr: 0.0002 -> 0.05``), weights of
         another architecture or a checkpoint of another format version (:class:`CheckpointError`),
-        a folder another process trains in. In a process group rank 0 checks and chooses,
-        and every rank loads the same file (``out_dir`` must be on a file system all nodes see).
+        a folder another process trains in. The lock is held until :meth:`fit` returns (or
+        :meth:`close`). In a process group rank 0 checks and chooses, and every rank loads the
+        same file (``out_dir`` must be on a file system all nodes see).
         """
         folder = self._folder("resume")
 
