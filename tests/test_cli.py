@@ -556,3 +556,15 @@ def test_files_never_cause_an_import_and_a_custom_sde_comes_from_the_command_lin
         sys.path.remove(str(tmp_path))
         sys.modules.pop("my_sdes", None)
     assert not (tmp_path / "IMPORTED").exists()
+
+
+def test_built_in_sde_names_and_their_kwargs_reach_the_constructors(tmp_path, capsys):
+    """`compare --analytic ring --sde vp` used to fail with KeyError 'beta_min'; sde.kwargs were
+    ignored for the built-in SDEs."""
+    for name in ("vp", "vp_cosine", "subvp", "ve"):
+        assert main(["compare", "--analytic", "ring", "--sde", name, "--samplers", "em", "--nfe", "5", "--n", "20",
+                     "--out", str(tmp_path / name)]) == 0, capsys.readouterr().err
+    assert main([*TRAIN[:-4], "train.steps=2", "--sde", "vp_cosine", "sde.kwargs.eps=1e-3",
+                 "--out", str(tmp_path / "run")]) == 0
+    recorded = json.loads((tmp_path / "run" / "config.json").read_text())["model"]["sde"]
+    assert recorded["name"] == "VPSDE" and recorded["kwargs"]["schedule"] == "cosine" and recorded["kwargs"]["eps"] == 1e-3
