@@ -28,6 +28,7 @@ import re
 import secrets
 import shutil
 import tempfile
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -239,9 +240,13 @@ class FolderLock:
         if fcntl is not None:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                os.close(fd)
-                raise BlockingIOError(errno.EWOULDBLOCK, "locked by another process", str(self.path)) from None
+            except OSError as err:
+                if err.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                    os.close(fd)
+                    raise BlockingIOError(errno.EWOULDBLOCK, "locked by another process", str(self.path)) from None
+                # a file system without locks (some network mounts): work on, but say so
+                warnings.warn(f"cannot lock {str(self.path)!r} ({err.strerror}); nothing stops another process "
+                              f"from writing to this folder at the same time", stacklevel=3)
         self._fd = fd
         return True
 

@@ -288,3 +288,19 @@ def test_in_one_process_a_finished_fit_frees_the_folder(tmp_path):
         other.resume()
         other.fit()
         part.fit()
+
+
+def test_config_differences_allow_exactly_what_changes_no_update():
+    from scoresde.training.run_folder import config_differences
+
+    base = {"format_version": 2, "world_size": 2, "train": {"lr": 2e-4, "steps": 100, "lr_schedule": "constant",
+                                                           "log_every": 50, "betas": [0.9, 0.999]},
+            "model": {"net": {"name": "MLP", "kwargs": {"hidden": 32}}}, "metadata": {}}
+    same_run = {**base, "world_size": 4, "train": {**base["train"], "steps": 200, "log_every": 5, "betas": (0.9, 0.999)}}
+    assert config_differences(base, same_run) == []  # more processes, more steps (constant lr), other logging
+    cosine = {**base, "train": {**base["train"], "lr_schedule": "cosine"}}
+    assert config_differences(cosine, {**cosine, "train": {**cosine["train"], "steps": 200}}) == ["train.steps: 100 -> 200"]
+    other = {**base, "train": {**base["train"], "lr": 0.05}, "model": {"net": {"name": "MLP", "kwargs": {"hidden": 64}}},
+             "metadata": {"cli": {"data": "ring"}}}
+    assert config_differences(base, other) == ["train.lr: 0.0002 -> 0.05", "model.net.kwargs.hidden: 32 -> 64",
+                                               "metadata.cli: (absent) -> {'data': 'ring'}"]
