@@ -2,42 +2,75 @@
 
 from __future__ import annotations
 
+import inspect
+import numbers
 from collections.abc import Sequence
 
 import torch
 from torch import Tensor
 
-from ..errors import ArgumentError, check_int
+from ..errors import (
+    SOLVER_DTYPES,
+    ArgumentError,
+    check_batch,
+    check_bool,
+    check_choice,
+    check_device,
+    check_eps,
+    check_int,
+    check_positive,
+    check_range,
+    check_seed,
+    check_shape,
+)
 from ..sde import SDE, LinearSDE
-from .base import NoiseSource, Sampler, SampleResult, ScoreFn, SolveContext, get_sampler
-from .conditioning import Inpainting
+from .base import NoiseSource, Sampler, SampleResult, ScoreFn, SolveContext, make_sampler
+from .conditioning import INPAINT_METHODS, Inpainting
 from .grids import time_grid
 
 
 def _generators(seed, generator, batch: int, device) -> torch.Generator | list[torch.Generator] | None:
-    """One generator, or one per sample (from a sequence of seeds or of generators)."""
+    """One generator, or one per sample (from a sequence of seeds or of generators), on ``device``."""
     if seed is not None and generator is not None:
         raise ArgumentError("give seed or generator, not both")
     if generator is not None:
-        if isinstance(generator, torch.Generator):
-            return generator
-        gens = list(generator)
-        if len(gens) != batch or not all(isinstance(g, torch.Generator) for g in gens):
-            raise ArgumentError(f"generator must be a torch.Generator or a list of {batch} generators (one per sample)")
-        return gens
+        gens = [generator] if isinstance(generator, torch.Generator) else _per_sample("generator", generator, batch)
+        for i, g in enumerate(gens):
+            if not isinstance(g, torch.Generator):
+                raise ArgumentError(f"generator[{i}] must be a torch.Generator, got {type(g).__name__}")
+            if device is not None and g.device.type != device.type:
+                raise ArgumentError(f"generator is on {g.device} but the samples on {device}: give a generator of their device")
+        return generator if isinstance(generator, torch.Generator) else gens
     if seed is None:
         return None
-    dev = torch.device(device) if device is not None else torch.device("cpu")
-    if isinstance(seed, bool):
-        raise ArgumentError(f"seed must be an integer or a sequence of {batch} integers, got {seed!r}")
-    if isinstance(seed, int):
-        return torch.Generator(device=dev).manual_seed(seed)
-    if isinstance(seed, Tensor):
-        seed = seed.tolist()
-    seeds = list(seed)
-    if len(seeds) != batch or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
-        raise ArgumentError(f"seed must be an integer or a sequence of {batch} integers (one per sample), got {seed!r}")
-    return [torch.Generator(device=dev).manual_seed(s) for s in seeds]
+    dev = device if device is not None else torch.device("cpu")
+    if isinstance(seed, Tensor) and seed.dim() == 0:
+        seed = seed.item()
+    if isinstance(seed, numbers.Integral) and not isinstance(seed, bool):
+        return torch.Generator(device=dev).manual_seed(check_seed("seed", seed))
+    seeds = _per_sample("seed", seed, batch)
+    return [torch.Generator(device=dev).manual_seed(check_seed(f"seed[{i}]", s)) for i, s in enumerate(seeds)]
+
+
+def _per_sample(name: str, values, batch: int) -> list:
+    """``values`` as a list of one entry per sample."""
+    if isinstance(values, Tensor):
+        values = values.tolist()
+    if isinstance(values, (str, bytes)) or not hasattr(values, "__len__"):
+        what = "an integer" if name == "seed" else "a torch.Generator"
+        raise ArgumentError(f"{name} must be {what} or a sequence of {batch} {name}s (one per sample), got {values!r}")
+    values = list(values)
+    if len(values) != batch:
+        raise ArgumentError(f"{name} must be one per sample: a sequence of {batch} {name}s, got {len(values)}")
+    return values
+
+
+def _start_state(name: str, x: Tensor, shape: tuple[int, ...]) -> Tensor:
+    """``x_start`` / ``x_init``: a finite float32/float64 tensor of the samples' shape."""
+    check_batch(name, x)
+    if tuple(x.shape) != shape:
+        raise ArgumentError(f"{name} must have shape {shape} (the samples' shape), got {tuple(x.shape)}")
+    return x
 
 
 def sample(
@@ -64,92 +97,104 @@ def sample(
     known: Tensor | None = None,
     inpaint: str = "replacement",
     check_every: int = 100,
+    differentiable: bool = False,
     **options,
 ) -> SampleResult:
     r"""Draw samples by integrating a reverse-time process of ``sde`` driven by ``score_fn``.
 
     Args:
-        score_fn: ``score_fn(x, t) -> Tensor`` of ``x``'s shape, ``t`` of shape ``(batch,)``.
+        score_fn: ``score_fn(x, t) -> Tensor`` of ``x``'s shape, dtype and device, ``t`` of shape ``(batch,)``.
         sde: the forward SDE.
-        shape: ``(batch, *event_shape)`` of the samples.
+        shape: ``(batch, *event_shape)`` of the samples, positive integers.
         sampler: a name from :func:`available_samplers` or a :class:`Sampler` instance; ``**options``
-            go to its constructor (e.g. ``snr=``, ``method=``, ``order=``).
+            go to its constructor (e.g. ``snr=``, ``method=``, ``order=``); one it does not take is
+            refused by name.
         steps: number of steps (default per sampler; for the adaptive ``ode`` only the number of
             trajectory points).
-        seed: an integer, or one integer per sample (then a sample does not depend on its
+        seed: an integer in [0, 2**63 - 1], or one per sample (then a sample does not depend on its
             batch-mates); or pass ``generator`` (one, or one per sample).
         device, dtype: of the samples (default: those of ``x_init``/``x_start``, the generator's
-            device, the default dtype).
-        eps: the last time (default ``sde.eps``).
+            device, the default dtype); float32 or float64.
+        eps: the last time, in (0, T) (default ``sde.eps``).
         denoise: end with Tweedie's denoising step :math:`\hat x_0 = (x_\varepsilon + \sigma_\varepsilon^2
             s_\theta(x_\varepsilon, \varepsilon))/\alpha_\varepsilon` (one more evaluation; linear SDEs only,
             skipped for others).
         return_trajectory: keep the states at every grid time (``result.trajectory``).
         progress: show a tqdm progress bar.
-        grid: ``"uniform"``, ``"log_snr"``, ``"edm"`` (with ``rho``) or a decreasing sequence of times
-            (default per sampler).
-        t_start: the first time (default ``sde.T``).
+        grid: ``"uniform"``, ``"log_snr"``, ``"edm"`` (with ``rho`` > 0) or a decreasing sequence of times
+            (default per sampler); given times fix ``t_start`` and ``eps``.
+        t_start: the first time, in (eps, T] (default ``sde.T``).
         x_init: data to start from, noised to ``t_start`` by the forward kernel (SDEdit, Meng et al. 2022).
         x_start: a state at ``t_start`` to start from as is (e.g. an ODE encoding).
         mask, known: inpainting: True where the value is known, and the known values
             (broadcast to ``shape``); ``inpaint`` is ``"replacement"`` or ``"tweedie"``
             (see :mod:`scoresde.sampling.conditioning`).
         check_every: read the non-finite flag on the host every this many steps (0: at the end only).
+        differentiable: run with autograd recording, so that ``result.x`` can be differentiated with
+            respect to the score's parameters or ``x_start`` (memory then grows with the steps). By
+            default sampling runs under ``torch.no_grad()``: the result carries no graph, whatever
+            the caller's grad mode. Samplers that need gradients inside a step (classifier guidance,
+            ``inpaint="tweedie"``, the divergence of a state-dependent diffusion) switch them on
+            locally either way.
 
     Returns:
         :class:`SampleResult` with ``x``, ``nfe``, ``times`` and ``trajectory``.
 
     Raises:
-        ValueError: on bad input (unknown sampler, ``steps <= 0``, an SDE the sampler cannot serve,
-            a ``score_fn`` output of the wrong shape, ...).
+        ArgumentError: on bad input (a ``ValueError`` naming the argument: unknown sampler or option,
+            ``steps <= 0``, an SDE the sampler cannot serve, a ``score_fn`` that fails on its first
+            call or answers with another shape, dtype or device, ...).
         NonFiniteError: when the state becomes NaN/inf; the message names the time reached.
     """
     if not isinstance(sde, SDE):
         raise ArgumentError(f"sde must be a scoresde.SDE, got {type(sde).__name__}")
     if not callable(score_fn):
         raise ArgumentError(f"score_fn must be callable score_fn(x, t), got {type(score_fn).__name__}")
-    smp = get_sampler(sampler, **options)
+    smp = make_sampler(sampler, options, also=_OWN_ARGS)
     smp.check_sde(sde)
-    try:
-        shape = tuple(int(s) for s in shape)
-    except (TypeError, ValueError):
-        raise ArgumentError(f"shape must be a sequence of integers, got {shape!r}") from None
-    if len(shape) < 1 or any(s < 1 for s in shape):
-        raise ArgumentError(f"shape must be (batch, *event_shape) with sizes >= 1, got {shape}")
+    shape = check_shape("shape", shape)
     if steps is not None:
         check_int("steps", steps)
     n_steps = smp.steps_for(steps)
+    for name, flag in (("denoise", denoise), ("return_trajectory", return_trajectory), ("progress", progress),
+                       ("differentiable", differentiable)):
+        check_bool(name, flag)
+    check_every = check_int("check_every", check_every, minimum=0)
+    rho = check_positive("rho", rho)
+    check_choice("inpaint", inpaint, INPAINT_METHODS)
 
-    ref = x_start if x_start is not None else x_init
-    if ref is not None:
-        if not isinstance(ref, Tensor) or not ref.is_floating_point():
-            raise ArgumentError("x_init / x_start must be floating-point tensors")
-        if tuple(ref.shape) != shape:
-            raise ArgumentError(f"x_init / x_start must have shape {shape}, got {tuple(ref.shape)}")
-        dtype = dtype or ref.dtype
-        device = device if device is not None else ref.device
+    # the starting state fixes the default dtype and device
     if x_init is not None and x_start is not None:
         raise ArgumentError("give x_init (data to noise) or x_start (a state at t_start), not both")
+    ref_name, ref = ("x_start", x_start) if x_start is not None else ("x_init", x_init)
+    if ref is not None:
+        _start_state(ref_name, ref, shape)
+        dtype = dtype or ref.dtype
+        device = device if device is not None else ref.device
+    if device is not None:
+        device = check_device("device", device)
     gens = _generators(seed, generator, shape[0], device)
     if device is None:
         device = (gens[0] if isinstance(gens, list) else gens).device if gens is not None else torch.device("cpu")
     dtype = dtype or torch.get_default_dtype()
-    if not dtype.is_floating_point:
-        raise ArgumentError(f"dtype must be a floating-point dtype, got {dtype}")
+    if dtype not in SOLVER_DTYPES:
+        raise ArgumentError(
+            f"dtype must be torch.float32 or torch.float64, got {dtype!r}: the time grid and the solver state "
+            "need their range and resolution (the score network may still run in half precision inside score_fn)"
+        )
     noise = NoiseSource(gens)
 
-    t_end = float(sde.eps if eps is None else eps)
-    t0 = float(sde.T if t_start is None else t_start)
-    if not 0 < t_end < sde.T:
-        raise ArgumentError(f"eps must lie in (0, T) = (0, {sde.T:g}), got {eps!r}")
-    if not t_end < t0 <= sde.T:
-        raise ArgumentError(f"t_start must lie in (eps, T] = ({t_end:g}, {sde.T:g}], got {t_start!r}")
-
     # the time grid (None: an adaptive solver with no trajectory points asked)
+    t_end = check_eps(sde.eps if eps is None else eps, sde.T)
+    t0 = sde.T if t_start is None else check_range("t_start", t_start, t_end, sde.T, high_closed=True)
     if grid is not None and not isinstance(grid, str):
-        times = time_grid(sde, 0, t0, t_end, grid)
+        times = time_grid(sde, 0, sde.T, t_end, grid)
         if steps is not None and steps != len(times) - 1:
             raise ArgumentError(f"steps={steps} disagrees with the {len(times) - 1} steps of the given grid")
+        for name, given, value in (("t_start", t_start, times[0]), ("eps", eps, times[-1])):
+            if given is not None and abs(float(given) - float(value)) > 1e-12 * sde.T:
+                raise ArgumentError(f"{name}={given!r} disagrees with the given grid, which runs from "
+                                    f"{float(times[0]):g} to {float(times[-1]):g}; give one or the other")
         t0, t_end = float(times[0]), float(times[-1])
     elif n_steps is None:
         times = torch.tensor([t0, t_end], dtype=torch.float64)
@@ -157,58 +202,66 @@ def sample(
         times = time_grid(sde, n_steps, t0, t_end, grid or smp.default_grid, rho=rho)
     times = times.to(dtype=dtype, device=device)
 
-    # the starting state
-    if x_start is not None:
-        x = x_start.to(dtype=dtype, device=device)
-    elif x_init is not None:
-        if not isinstance(sde, LinearSDE):
-            raise ArgumentError(f"x_init (SDEdit) needs a LinearSDE to noise the data, got {type(sde).__name__}")
-        mean, std = sde.marginal_prob(x_init.to(dtype=dtype, device=device), times[0])
-        x = mean + std * noise.randn(shape, dtype=dtype, device=device)
-    elif noise.per_sample:
-        x = torch.cat([sde.prior_sample((1,) + shape[1:], generator=g, device=device, dtype=dtype)
-                       for g in noise.generator])
-    else:
-        x = sde.prior_sample(shape, generator=noise.generator, device=device, dtype=dtype)
+    with torch.set_grad_enabled(differentiable):
+        x = _initial_state(sde, shape, times[0], x_start, x_init, noise, dtype, device)
 
-    # conditioning
-    fn, project, inp = score_fn, None, None
-    if mask is not None or known is not None:
-        if mask is None or known is None:
-            raise ArgumentError("inpainting needs both mask and known")
-        inp = Inpainting(sde, shape, mask, known, inpaint, dtype, device)
-        if inpaint == "tweedie":
-            fn = inp.conditional_score(score_fn)
-        else:
-            if not smp.supports_projection:
-                raise ArgumentError(
-                    f"sampler {smp.name!r} cannot apply inpaint='replacement' between steps; "
-                    "use inpaint='tweedie' or a stepping sampler"
-                )
-            project = inp.project(noise)
+        # conditioning
+        fn, project, inp = score_fn, None, None
+        if mask is not None or known is not None:
+            if mask is None or known is None:
+                raise ArgumentError("inpainting needs both mask and known")
+            inp = Inpainting(sde, shape, mask, known, inpaint, dtype, device)
+            if inpaint == "tweedie":
+                fn = inp.conditional_score(score_fn)
+            else:
+                if not smp.supports_projection:
+                    raise ArgumentError(
+                        f"sampler {smp.name!r} cannot apply inpaint='replacement' between steps; "
+                        "use inpaint='tweedie' or a stepping sampler"
+                    )
+                project = inp.project(noise)
 
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
 
-        bar = tqdm(total=len(times) - 1, desc=f"sample[{smp.name}]")
-    ctx = SolveContext(sde, fn, noise, sampler_name=smp.name, record=return_trajectory, progress=bar,
-                       project=project, check_every=check_every, t_start=t0, t_end=t_end)
-    try:
-        x = ctx.start(x, times[0])
-        x = smp.solve(ctx, x, times)
-        ctx.check_finite()
-        if denoise and isinstance(sde, LinearSDE):
-            t = times[-1]
-            a, s = sde.marginal(t)
-            x = (x + s.square() * ctx.score(x, t)) / a
-            ctx._flag(x, t)
+            bar = tqdm(total=len(times) - 1, desc=f"sample[{smp.name}]")
+        ctx = SolveContext(sde, fn, noise, sampler_name=smp.name, record=return_trajectory, progress=bar,
+                           project=project, check_every=check_every, t_start=t0, t_end=t_end)
+        try:
+            x = ctx.start(x, times[0])
+            x = smp.solve(ctx, x, times)
             ctx.check_finite()
-        if inp is not None:
-            x = inp.finish(x)
-    finally:
-        if bar is not None:
-            bar.close()
+            if denoise and isinstance(sde, LinearSDE):
+                t = times[-1]
+                a, s = sde.marginal(t)
+                x = (x + s.square() * ctx.score(x, t)) / a
+                ctx._flag(x, t)
+                ctx.check_finite()
+            if inp is not None:
+                x = inp.finish(x)
+        finally:
+            if bar is not None:
+                bar.close()
     traj = ctx.trajectory()
     return SampleResult(x=x, nfe=ctx.nfe, times=times if (n_steps is not None or grid is not None) else None,
                         trajectory=traj, sampler=smp)
+
+
+def _initial_state(sde: SDE, shape, t0: Tensor, x_start, x_init, noise: NoiseSource, dtype, device) -> Tensor:
+    """The state at ``t0``: ``x_start`` as is, ``x_init`` noised by the forward kernel, or a prior draw."""
+    if x_start is not None:
+        return x_start.to(dtype=dtype, device=device)
+    if x_init is not None:
+        if not isinstance(sde, LinearSDE):
+            raise ArgumentError(f"x_init (SDEdit) needs a LinearSDE to noise the data, got {type(sde).__name__}")
+        mean, std = sde.marginal_prob(x_init.to(dtype=dtype, device=device), t0)
+        return mean + std * noise.randn(shape, dtype=dtype, device=device)
+    if noise.per_sample:
+        return torch.cat([sde.prior_sample((1,) + shape[1:], generator=g, device=device, dtype=dtype)
+                          for g in noise.generator])
+    return sde.prior_sample(shape, generator=noise.generator, device=device, dtype=dtype)
+
+
+#: sample()'s own keyword arguments, suggested when one is misspelt among the sampler options
+_OWN_ARGS = tuple(p for p in inspect.signature(sample).parameters if p != "options")

@@ -15,6 +15,8 @@ and a ``score_fn``. It receives a :class:`SolveContext` that
 from __future__ import annotations
 
 import abc
+import difflib
+import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import ClassVar
@@ -22,7 +24,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from ..errors import ArgumentError, NonFiniteError
+from ..errors import ArgumentError, NonFiniteError, ScoreSDEError
 from ..sde import SDE, LinearSDE, call_score
 
 ScoreFn = Callable[[Tensor, Tensor], Tensor]
@@ -71,7 +73,16 @@ def available_samplers() -> list[str]:
 
 
 def get_sampler(name: str | Sampler | type[Sampler], **options) -> Sampler:
-    """A sampler instance from a registered name, a class, or an instance (options must then be empty)."""
+    """A sampler instance from a registered name, a class, or an instance (options must then be empty).
+
+    An option the sampler does not take is refused by name, with the valid ones listed.
+    """
+    return make_sampler(name, options)
+
+
+def make_sampler(name: str | Sampler | type[Sampler], options: dict, *, also: Sequence[str] = ()) -> Sampler:
+    """:func:`get_sampler` with the caller's own keyword names ``also`` offered as suggestions
+    (a misspelt :func:`~scoresde.sample` argument lands among the sampler's options)."""
     if isinstance(name, Sampler):
         if options:
             raise ArgumentError(
@@ -80,10 +91,39 @@ def get_sampler(name: str | Sampler | type[Sampler], **options) -> Sampler:
             )
         return name
     if isinstance(name, type) and issubclass(name, Sampler):
-        return name(**options)
-    if not isinstance(name, str) or name not in _REGISTRY:
+        cls = name
+    elif isinstance(name, str) and name in _REGISTRY:
+        cls = _REGISTRY[name]
+    else:
         raise ArgumentError(f"unknown sampler {name!r}; valid names are: {', '.join(available_samplers())}")
-    return _REGISTRY[name](**options)
+    check_options(cls, options, also=also)
+    return cls(**options)
+
+
+def sampler_options(cls: type[Sampler]) -> list[str] | None:
+    """The keyword options of a sampler class (None when its constructor takes ``**kwargs``)."""
+    params = list(inspect.signature(cls).parameters.values())
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return None
+    return [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+
+
+def check_options(cls: type[Sampler], options: dict, *, also: Sequence[str] = ()) -> None:
+    """Refuse options that ``cls`` does not take, naming them, a close match (among the valid
+    ones and ``also``) and the valid ones."""
+    valid = sampler_options(cls)
+    if valid is None:
+        return
+    unknown = [k for k in options if k not in valid]
+    if not unknown:
+        return
+    label = f"sampler {cls.name!r}" if cls.name else f"sampler class {cls.__name__}"
+    hints = []
+    for k in unknown:
+        close = difflib.get_close_matches(k, list(valid) + list(also), n=1)
+        hints.append(f"{k!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    takes = f"its options are: {', '.join(valid)}" if valid else "it takes no options"
+    raise ArgumentError(f"{label} has no option {', '.join(hints)}; {takes}")
 
 
 class NoiseSource:
@@ -144,11 +184,27 @@ class SolveContext:
 
     # ---- score -----------------------------------------------------------------------------
     def score(self, x: Tensor, t: Tensor) -> Tensor:
-        """``score_fn(x, t)`` with ``t`` broadcast to ``(batch,)`` and the output shape checked."""
+        """``score_fn(x, t)`` with ``t`` broadcast to ``(batch,)`` and the output checked
+        (:func:`~scoresde.sde.call_score`).
+
+        An exception from the first call (usually a signature, shape or device mismatch) is
+        re-raised as an :class:`ArgumentError` that says it came from ``score_fn`` and with which
+        inputs; later calls, and out-of-memory errors, propagate unchanged.
+        """
         if t.dim() == 0:
             t = t.expand(x.shape[0])
         self.nfe += 1
-        return call_score(self._score_fn, x, t)
+        if self.nfe > 1:
+            return call_score(self._score_fn, x, t)
+        try:
+            return call_score(self._score_fn, x, t)
+        except (ScoreSDEError, MemoryError, torch.OutOfMemoryError):
+            raise
+        except Exception as err:
+            raise ArgumentError(
+                f"score_fn raised {type(err).__name__} on its first call score_fn(x, t), with x of shape "
+                f"{tuple(x.shape)} ({x.dtype}, {x.device}) and t of shape {tuple(t.shape)}: {err}"
+            ) from err
 
     @property
     def score_fn(self) -> ScoreFn:

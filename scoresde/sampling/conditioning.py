@@ -32,7 +32,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from ..errors import ArgumentError
+from ..errors import ArgumentError, check_callable, check_choice, check_real
 from ..sde import SDE, LinearSDE
 from .base import ScoreFn, per_sample
 
@@ -47,16 +47,22 @@ def classifier_guidance(score_fn: ScoreFn, log_likelihood: Callable[[Tensor, Ten
     differentiable in ``x``. With ``scale=1`` and the exact :math:`p_t(y\mid x)` the result is the
     exact score of the posterior :math:`p_t(x \mid y)`.
     """
-    if not callable(log_likelihood):
-        raise ArgumentError(f"log_likelihood must be callable (x, t) -> (batch,), got {type(log_likelihood).__name__}")
-    w = float(scale)
+    check_callable("score_fn", score_fn, "score_fn(x, t)")
+    check_callable("log_likelihood", log_likelihood, "log_likelihood(x, t) -> (batch,)")
+    w = check_real("scale", scale)
 
     def guided_score(x: Tensor, t: Tensor) -> Tensor:
-        with torch.enable_grad():
+        with torch.enable_grad():  # also under the samplers' no_grad
             xg = x.detach().requires_grad_(True)
             ll = log_likelihood(xg, t)
-            if ll.shape != (x.shape[0],):
-                raise ArgumentError(f"log_likelihood must return shape ({x.shape[0]},), got {tuple(ll.shape)}")
+            if not isinstance(ll, Tensor) or ll.shape != (x.shape[0],):
+                got = tuple(ll.shape) if isinstance(ll, Tensor) else type(ll).__name__
+                raise ArgumentError(f"log_likelihood must return a tensor of shape ({x.shape[0]},), got {got}")
+            if not ll.requires_grad:
+                raise ArgumentError(
+                    "log_likelihood must be differentiable in x (its output does not depend on x through "
+                    "autograd: detached, under torch.no_grad(), or computed outside torch)"
+                )
             (grad,) = torch.autograd.grad(ll.sum(), xg)
         return score_fn(x, t) + w * grad
 
@@ -69,7 +75,9 @@ def classifier_free_guidance(cond_score_fn: ScoreFn, uncond_score_fn: ScoreFn, s
     ``scale=1`` gives the conditional score, 0 the unconditional one, above 1 sharper conditioning.
     Each call evaluates both score functions (the sampler's ``nfe`` counts it once).
     """
-    w = float(scale)
+    check_callable("cond_score_fn", cond_score_fn, "cond_score_fn(x, t)")
+    check_callable("uncond_score_fn", uncond_score_fn, "uncond_score_fn(x, t)")
+    w = check_real("scale", scale)
 
     def cfg_score(x: Tensor, t: Tensor) -> Tensor:
         s_u = uncond_score_fn(x, t)
@@ -83,21 +91,34 @@ class Inpainting:
 
     def __init__(self, sde: SDE, shape: tuple[int, ...], mask: Tensor, known: Tensor, method: str,
                  dtype: torch.dtype, device):
-        if method not in INPAINT_METHODS:
-            raise ArgumentError(f"inpaint must be one of {INPAINT_METHODS}, got {method!r}")
+        check_choice("inpaint", method, INPAINT_METHODS)
         if not isinstance(sde, LinearSDE):
             raise ArgumentError(f"inpainting needs a LinearSDE (it noises the known values), got {type(sde).__name__}")
-        mask = torch.as_tensor(mask, device=device)
+        try:
+            mask = torch.as_tensor(mask, device=device)
+        except (TypeError, ValueError, RuntimeError):
+            raise ArgumentError(f"mask must be a boolean tensor (True = known), got {mask!r}") from None
         if mask.dtype != torch.bool:
             raise ArgumentError(f"mask must be a boolean tensor (True = known), got dtype {mask.dtype}")
         try:
+            known = torch.as_tensor(known, device=device)
+        except (TypeError, ValueError, RuntimeError):
+            raise ArgumentError(f"known must be a tensor of numbers (the known values), got {known!r}") from None
+        if known.dtype == torch.bool or known.is_complex():
+            raise ArgumentError(f"known must be a real-valued tensor, got dtype {known.dtype}")
+        try:
             mask = torch.broadcast_to(mask, shape)
-            known = torch.broadcast_to(torch.as_tensor(known, dtype=dtype, device=device), shape)
+            known = torch.broadcast_to(known.to(dtype), shape)
         except RuntimeError:
             raise ArgumentError(
                 f"mask and known must broadcast to the sample shape {shape}, got mask {tuple(mask.shape)} "
-                f"and known {tuple(torch.as_tensor(known).shape)}"
+                f"and known {tuple(known.shape)}"
             ) from None
+        # read once, before sampling
+        if not bool(mask.any()):
+            raise ArgumentError("mask marks no value as known (all False): nothing to condition on")
+        if not bool(torch.isfinite(known[mask]).all()):
+            raise ArgumentError("known must be finite where mask is True, got NaN or inf")
         self.sde, self.method = sde, method
         self.mask, self.known = mask, known
         if method == "tweedie":

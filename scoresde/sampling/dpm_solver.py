@@ -28,7 +28,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..errors import ArgumentError
+from ..errors import check_bool, check_choice, check_int
 from ..sde import LinearSDE
 from .base import Sampler, SolveContext, batch_time, register
 
@@ -72,17 +72,11 @@ class DPMSolver(Sampler):
 
     def __init__(self, order: int = 2, method: str = "multistep", prediction: str = "data",
                  lower_order_final: bool = True):
-        if order not in (1, 2, 3) or isinstance(order, bool):
-            raise ArgumentError(f"order must be 1, 2 or 3, got {order!r}")
-        if method not in _METHODS:
-            raise ArgumentError(f"method must be one of {_METHODS}, got {method!r}")
-        if prediction not in _PREDICTIONS:
-            raise ArgumentError(f"prediction must be one of {_PREDICTIONS}, got {prediction!r}")
-        self.order = float(order)
-        self._k = int(order)
-        self.method = method
-        self.prediction = prediction
-        self.lower_order_final = bool(lower_order_final)
+        self._k = check_int("order", order, 1, 3)
+        self.order = float(self._k)
+        self.method = check_choice("method", method, _METHODS)
+        self.prediction = check_choice("prediction", prediction, _PREDICTIONS)
+        self.lower_order_final = check_bool("lower_order_final", lower_order_final)
 
     def options(self) -> dict:
         return dict(order=self._k, method=self.method, prediction=self.prediction)

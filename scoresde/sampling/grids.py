@@ -19,7 +19,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from ..errors import ArgumentError
+from ..errors import ArgumentError, check_choice, check_int, check_positive, check_range
 from ..sde import SDE, LinearSDE
 
 GRIDS = ("uniform", "log_snr", "edm")
@@ -34,11 +34,20 @@ def time_grid(
     *,
     rho: float = 7.0,
 ) -> Tensor:
-    """The grid of ``steps + 1`` decreasing float64 times from ``t_start`` to ``t_end``."""
+    """The grid of ``steps + 1`` decreasing float64 times from ``t_start`` to ``t_end``.
+
+    ``kind`` names a grid (``t_end`` in (0, T), ``t_start`` in (t_end, T], ``rho`` > 0 for
+    ``"edm"``) or gives the times themselves (then ``steps``, ``t_start`` and ``t_end`` are not used).
+    """
+    if not isinstance(sde, SDE):
+        raise ArgumentError(f"sde must be a scoresde.SDE, got {type(sde).__name__}")
     if not isinstance(kind, str):
         return check_user_grid(sde, kind)
-    if kind not in GRIDS:
-        raise ArgumentError(f"grid must be one of {GRIDS} or a decreasing sequence of times, got {kind!r}")
+    check_choice("grid", kind, GRIDS)
+    steps = check_int("steps", steps)
+    t_end = check_range("t_end", t_end, 0.0, sde.T)
+    t_start = check_range("t_start", t_start, t_end, sde.T, high_closed=True)
+    rho = check_positive("rho", rho)
     if kind == "uniform":
         return torch.linspace(t_start, t_end, steps + 1, dtype=torch.float64)
     if not isinstance(sde, LinearSDE):
@@ -51,8 +60,6 @@ def time_grid(
     if kind == "log_snr":
         lams = torch.linspace(float(lam[0]), float(lam[1]), steps + 1, dtype=torch.float64)
     else:
-        if not rho > 0:
-            raise ArgumentError(f"rho must be positive, got {rho!r}")
         s_max, s_min = (-lam).exp()
         ramp = torch.linspace(0, 1, steps + 1, dtype=torch.float64)
         sig = (s_max ** (1 / rho) + ramp * (s_min ** (1 / rho) - s_max ** (1 / rho))) ** rho
@@ -63,7 +70,9 @@ def time_grid(
 
 
 def check_user_grid(sde: SDE, times) -> Tensor:
-    """Validate a caller's grid: 1-D, at least 2 times, strictly decreasing, inside ``[0, T]``."""
+    """Validate a caller's grid: 1-D, at least 2 finite times, strictly decreasing, inside ``(0, T]``."""
+    if isinstance(times, (bytes, bool)) or (isinstance(times, Tensor) and not times.is_floating_point()):
+        raise ArgumentError(f"grid must be 'uniform', 'log_snr', 'edm' or a sequence of times, got {times!r}")
     try:
         t = torch.as_tensor(times, dtype=torch.float64).detach().cpu()
     except (TypeError, ValueError, RuntimeError):

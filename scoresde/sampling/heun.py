@@ -20,7 +20,7 @@ import math
 import torch
 from torch import Tensor
 
-from ..errors import ArgumentError, check_nonneg
+from ..errors import check_nonneg, check_range
 from ..sde import LinearSDE
 from .base import Sampler, SolveContext, batch_time, register
 
@@ -46,9 +46,7 @@ class Heun(Sampler):
     def __init__(self, churn: float = 0.0, s_tmin: float = 0.0, s_tmax: float = float("inf"), s_noise: float = 1.0):
         self.churn = check_nonneg("churn", churn)
         self.s_tmin = check_nonneg("s_tmin", s_tmin)
-        self.s_tmax = float(s_tmax)
-        if not self.s_tmax >= self.s_tmin:
-            raise ArgumentError(f"s_tmax must be >= s_tmin={self.s_tmin:g}, got {s_tmax!r}")
+        self.s_tmax = check_range("s_tmax", s_tmax, self.s_tmin, math.inf, low_closed=True, high_closed=True)
         self.s_noise = check_nonneg("s_noise", s_noise)
 
     @property

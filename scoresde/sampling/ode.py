@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from ..errors import DEFAULT_MAX_STEPS, ArgumentError, check_int, check_tolerance
+from ..errors import DEFAULT_MAX_STEPS, check_choice, check_int, check_tolerance
 from ..likelihood.flow import ADAPTIVE_METHODS, FIXED_METHODS, ODESolveError, ProbabilityFlow, solve_path
 from .base import NonFiniteError, Sampler, SolveContext, register
 
@@ -19,12 +19,7 @@ ORDER = {"dopri5": 5, "dopri8": 8, "bosh3": 3, "fehlberg2": 2, "adaptive_heun": 
 
 
 def _check_method(method: str) -> str:
-    if method not in ORDER:
-        raise ArgumentError(
-            f"method must be a torchdiffeq solver, one of {sorted(ADAPTIVE_METHODS) + sorted(FIXED_METHODS)}, "
-            f"got {method!r}"
-        )
-    return method
+    return check_choice("method", method, ADAPTIVE_METHODS + FIXED_METHODS)
 
 
 @register

@@ -10,9 +10,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..errors import ArgumentError
+from ..errors import check_choice
 from ..sde import SDE, VPSDE, LinearSDE, SubVPSDE
-from .base import Sampler, SolveContext, batch_time, per_sample, register
+from .base import Sampler, SolveContext, batch_time, register
 
 
 @register
@@ -104,9 +104,7 @@ class Ancestral(Sampler):
     needs_linear = True
 
     def __init__(self, variance: str | None = None):
-        if variance not in (None, "posterior", "forward"):
-            raise ArgumentError(f"variance must be 'posterior' or 'forward', got {variance!r}")
-        self.variance = variance
+        self.variance = check_choice("variance", variance, (None, "posterior", "forward"))
 
     def options(self) -> dict:
         return dict(variance=self.variance)
@@ -138,24 +136,28 @@ def langevin_alpha(sde: SDE, t: Tensor, s: Tensor) -> Tensor:
 
 
 def langevin_step(ctx: SolveContext, x: Tensor, t: Tensor, snr: float, alpha: Tensor) -> Tensor:
-    r"""One Langevin corrector step whose size follows the signal-to-noise ratio ``snr`` = :math:`r`, per sample:
+    r"""One Langevin corrector step :math:`x \leftarrow x + \epsilon\,s_\theta(x,t) + \sqrt{2\epsilon}\,z`
+    at time ``t`` with signal-to-noise ratio ``snr`` = :math:`r` and a step that is the same for
+    every sample (a step that depends on the position biases Langevin dynamics: its stationary
+    law is :math:`p/\epsilon(x)`, not :math:`p`):
 
-    .. math:: \epsilon = 2\alpha\,\frac{r^2 D}{\max(\lVert s_\theta(x,t)\rVert^2,\ D/\sigma_t^2)},\qquad
-              x \leftarrow x + \epsilon\,s_\theta(x,t) + \sqrt{2\epsilon}\,z,
-
-    so the score move :math:`\epsilon\lVert s\rVert` is :math:`r` times the typical noise move
-    :math:`\sqrt{2\epsilon D}` (Song et al. 2021, Algorithms 4-5). Unlike Song et al.'s code, the norms are
-    per sample (no sample depends on its batch-mates), :math:`\lVert z\rVert^2` is replaced by its mean
-    :math:`D`, and the squared score norm is floored at :math:`D/\sigma_t^2`, its value for pure noise of
-    level :math:`\sigma_t`: a sample sitting at a mode (score near 0) would otherwise take an unbounded step.
-    The floor caps :math:`\epsilon` at :math:`2\alpha r^2\sigma_t^2`; it is skipped for SDEs without marginals.
+    * on a :class:`~scoresde.sde.LinearSDE`, a step that depends on ``t`` only,
+      :math:`\epsilon = 2\alpha r^2\sigma_t^2`: Song et al.'s
+      :math:`2\alpha (r\lVert z\rVert/\lVert s\rVert)^2` with :math:`\lVert s\rVert^2` at its
+      upper bound :math:`D/\sigma_t^2` (the Fisher information of :math:`p_t`, a Gaussian of
+      variance :math:`\sigma_t^2` convolved with the scaled data, is at most that of the Gaussian),
+      which it reaches in high dimension. Per-sample seeds keep their promise.
+    * on an SDE without marginals, Song et al.'s rule with batch means (their reference code),
+      :math:`\epsilon = 2\alpha r^2 D / \overline{\lVert s_\theta\rVert^2}`, the bar a mean over the
+      batch: each sample's step depends on its batch-mates, so :class:`PredictorCorrector` refuses
+      per-sample seeds there. The batch mean estimates :math:`E\lVert s\rVert^2`, so it needs a
+      batch of more than a few samples.
     """
     score = ctx.score(x, batch_time(t, x))
-    z = ctx.noise(x)
-    d = x[0].numel()
-    sq = score.reshape(x.shape[0], -1).square().sum(1)
     if isinstance(ctx.sde, LinearSDE):
         _, sigma = ctx.sde.marginal(t)
-        sq = torch.maximum(sq, d / sigma.square())
-    step = per_sample(2 * alpha * snr**2 * d / sq.clamp_min(torch.finfo(x.dtype).tiny), x)
-    return x + step * score + (2 * step).sqrt() * z
+        step = 2 * alpha * snr**2 * sigma.square()
+    else:
+        mean_sq = score.reshape(x.shape[0], -1).square().sum(1).mean()
+        step = 2 * alpha * snr**2 * x[0].numel() / mean_sq.clamp_min(torch.finfo(x.dtype).tiny)
+    return x + step * score + (2 * step).sqrt() * ctx.noise(x)

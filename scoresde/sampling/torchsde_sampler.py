@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..errors import ArgumentError
+from ..errors import ArgumentError, check_choice
 from ..sde import torchsde_integrate
 from .base import Sampler, SolveContext, register
 
@@ -34,9 +34,7 @@ class TorchsdeSampler(Sampler):
     supports_projection = False
 
     def __init__(self, method: str = "euler"):
-        if method not in METHODS:
-            raise ArgumentError(f"method must be one of {sorted(METHODS)} (torchsde, Itô, diagonal noise), got {method!r}")
-        self.method = method
+        self.method = check_choice("method", method, tuple(METHODS))
         # weak order 1 for all three on additive noise (srk: higher strong order, same weak order 1 here)
         self.order = 1.0
 

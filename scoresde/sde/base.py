@@ -20,7 +20,18 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
-from ..errors import ArgumentError, NoTransitionKernelError, as_time, check_float_tensor, check_positive
+from ..errors import (
+    ArgumentError,
+    NoTransitionKernelError,
+    as_time,
+    check_bool,
+    check_callable,
+    check_device,
+    check_dtype,
+    check_float_tensor,
+    check_positive,
+    check_shape,
+)
 
 ScoreFn = Callable[[Tensor, Tensor], Tensor]
 
@@ -75,15 +86,25 @@ class SDE(abc.ABC):
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> Tensor:
-        r"""Draw :math:`x_T \sim p_T = \mathcal N(0, \text{prior\_std}^2 I)` of the given shape."""
-        shape = tuple(int(s) for s in shape)
-        if len(shape) == 0 or any(s < 0 for s in shape):
-            raise ArgumentError(f"shape must be a non-empty sequence of sizes >= 0, got {shape}")
-        dtype = dtype or torch.get_default_dtype()
-        if not dtype.is_floating_point:
-            raise ArgumentError(f"dtype must be a floating-point dtype, got {dtype}")
-        if generator is not None and device is None:
-            device = generator.device
+        r"""Draw :math:`x_T \sim p_T = \mathcal N(0, \text{prior\_std}^2 I)` of the given shape.
+
+        ``device`` defaults to the generator's; a generator on another device than ``device``
+        is refused (torch cannot draw with it there).
+        """
+        shape = check_shape("shape", shape)
+        dtype = check_dtype("dtype", dtype or torch.get_default_dtype())
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise ArgumentError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
+        if device is not None:
+            device = check_device("device", device)
+        if generator is not None:
+            if device is None:
+                device = generator.device
+            elif generator.device.type != device.type:
+                raise ArgumentError(
+                    f"generator is on {generator.device} but device={str(device)!r}; "
+                    "give a generator of the device the samples are drawn on"
+                )
         z = torch.randn(shape, generator=generator, device=device, dtype=dtype)
         return z * self._prior_std()
 
@@ -126,13 +147,20 @@ class SDE(abc.ABC):
         return ReverseSDE(self, score_fn, probability_flow=probability_flow)
 
     def diffusion_divergence(self, x: Tensor, t: Tensor) -> Tensor:
-        r""":math:`\partial_{x_i} g_i(x,t)^2`, zero unless ``state_dependent_diffusion``."""
+        r""":math:`\partial_{x_i} g_i(x,t)^2`, zero unless ``state_dependent_diffusion``.
+
+        Taken by autograd, which is switched on for it even under ``torch.no_grad()``. The
+        result is differentiable in ``x`` only when the caller records gradients and ``x``
+        requires them; otherwise no graph is kept, so a sampler's memory does not grow with
+        its steps.
+        """
         if not self.state_dependent_diffusion:
             return torch.zeros_like(x)
+        keep_graph = torch.is_grad_enabled() and x.requires_grad  # read before enable_grad
         with torch.enable_grad():
-            xg = x.detach().requires_grad_(True)
+            xg = x if keep_graph else x.detach().requires_grad_(True)
             g2 = torch.broadcast_to(self.diffusion(xg, t), x.shape).square()
-            (grad,) = torch.autograd.grad(g2.sum(), xg, create_graph=torch.is_grad_enabled())
+            (grad,) = torch.autograd.grad(g2.sum(), xg, create_graph=keep_graph)
         return grad
 
     def __repr__(self) -> str:
@@ -155,13 +183,25 @@ def expand_to(coef: Tensor, x: Tensor, name: str = "t") -> Tensor:
 
 
 def call_score(score_fn: ScoreFn, x: Tensor, t: Tensor) -> Tensor:
-    """Call ``score_fn(x, t)`` with ``t`` of shape ``(batch,)`` and check the output's shape."""
+    """Call ``score_fn(x, t)`` with ``t`` of shape ``(batch,)``; the output must be a tensor of
+    ``x``'s shape, dtype and device (checked on metadata only: no host synchronisation).
+
+    Every sampler, the probability flow and the likelihood call the score through here, so a
+    score that silently promotes float32 to float64, or answers on another device, is caught
+    at its first evaluation rather than changing the samples' dtype.
+    """
     if t.dim() == 0:
         t = t.expand(x.shape[0])
     s = score_fn(x, t)
-    if not isinstance(s, Tensor) or s.shape != x.shape:
-        got = tuple(s.shape) if isinstance(s, Tensor) else type(s).__name__
-        raise ArgumentError(f"score_fn must return a tensor of x's shape {tuple(x.shape)}, got {got}")
+    if not isinstance(s, Tensor):
+        raise ArgumentError(f"score_fn must return a torch.Tensor of x's shape {tuple(x.shape)}, got {type(s).__name__}")
+    if s.shape != x.shape:
+        raise ArgumentError(f"score_fn must return a tensor of x's shape {tuple(x.shape)}, got {tuple(s.shape)}")
+    if s.dtype != x.dtype or s.device != x.device:
+        raise ArgumentError(
+            f"score_fn must return a tensor of x's dtype and device ({x.dtype} on {x.device}), got "
+            f"{s.dtype} on {s.device}; convert inside score_fn, e.g. return s.to(x)"
+        )
     return s
 
 
@@ -183,11 +223,9 @@ class ReverseSDE:
     def __init__(self, sde: SDE, score_fn: ScoreFn, probability_flow: bool = False):
         if not isinstance(sde, SDE):
             raise ArgumentError(f"sde must be a scoresde.SDE, got {type(sde).__name__}")
-        if not callable(score_fn):
-            raise ArgumentError(f"score_fn must be callable, got {type(score_fn).__name__}")
         self.sde = sde
-        self.score_fn = score_fn
-        self.probability_flow = bool(probability_flow)
+        self.score_fn = check_callable("score_fn", score_fn, "score_fn(x, t)")
+        self.probability_flow = check_bool("probability_flow", probability_flow)
         self.T = sde.T
         self.eps = sde.eps
 
@@ -210,10 +248,19 @@ class ReverseSDE:
 
     def discretize(self, x: Tensor, t: Tensor, dt: float | Tensor) -> tuple[Tensor, Tensor]:
         r"""Reverse of :meth:`SDE.discretize`: :math:`x_{t-dt} = x_t - F_{rev} + G_{rev} z` with
-        :math:`F_{rev} = F - w\, G^2 s_\theta(x_t, t)`, :math:`G_{rev} = G` (0 for the PF-ODE)."""
+
+        .. math:: F_{rev} = F - w\,\big(G^2 s_\theta(x_t, t) + \nabla\!\cdot g^2\,dt\big),\qquad
+                  G_{rev} = G\ (0 \text{ for the PF-ODE}),
+
+        :math:`w = 1` (reverse SDE) or :math:`\tfrac12` (PF-ODE): the drift of :meth:`drift` over one
+        step of the forward chain, whose noise :math:`G^2` stands for :math:`g^2 dt`. The divergence
+        term is zero unless the diffusion depends on x; without it a state-dependent diffusion's
+        reverse chain has the wrong stationary law.
+        """
         t = self.sde.time(t, like=x)
         f, G = self.sde.discretize(x, t, dt)
-        rev_f = f - self._weight * torch.broadcast_to(G, x.shape).square() * self.score(x, t)
+        correction = torch.broadcast_to(G, x.shape).square() * self.score(x, t)
+        if self.sde.state_dependent_diffusion:
+            correction = correction + self.sde.diffusion_divergence(x, t) * dt
         rev_G = torch.zeros_like(G) if self.probability_flow else G
-        return rev_f, rev_G
-
+        return f - self._weight * correction, rev_G

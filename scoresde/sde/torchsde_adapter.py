@@ -13,8 +13,11 @@ import torch
 import torchsde
 from torch import Tensor
 
-from ..errors import ArgumentError
+from ..errors import ArgumentError, check_batch, check_choice, check_positive, check_seed
 from .base import SDE, ReverseSDE
+
+#: torchsde's methods for Itô SDEs with diagonal noise (the adapter's noise and SDE type)
+ITO_METHODS = ("euler", "milstein", "srk")
 
 
 class TorchsdeAdapter(torch.nn.Module):
@@ -65,12 +68,27 @@ def torchsde_integrate(
     """Integrate ``process`` from ``x`` at ``times[0]`` through ``times`` with torchsde.
 
     ``times`` increase for a forward :class:`SDE` and decrease (from T towards eps) for a
-    :class:`ReverseSDE`. Returns the states at ``times``, shape ``(len(times), *x.shape)``.
-    Pass ``bm`` or ``seed`` for reproducible Brownian paths.
+    :class:`ReverseSDE`. ``method`` is one of torchsde's Itô methods ``"euler"``,
+    ``"milstein"``, ``"srk"``; ``dt`` its fixed step. Returns the states at ``times``, shape
+    ``(len(times), *x.shape)``. Pass ``bm`` or ``seed`` for reproducible Brownian paths.
     """
-    times = torch.as_tensor(times, dtype=x.dtype, device=x.device)
+    if not isinstance(process, (SDE, ReverseSDE)):
+        raise ArgumentError(f"process must be a scoresde SDE or ReverseSDE, got {type(process).__name__}")
+    check_batch("x", x)
+    check_choice("method", method, ITO_METHODS)
+    dt = check_positive("dt", dt)
+    if seed is not None:
+        seed = check_seed("seed", seed)
+    if bm is not None and not isinstance(bm, torchsde.BrownianInterval):
+        raise ArgumentError(f"bm must be a torchsde.BrownianInterval, got {type(bm).__name__}")
+    try:
+        times = torch.as_tensor(times, dtype=x.dtype, device=x.device)
+    except (TypeError, ValueError, RuntimeError):
+        raise ArgumentError(f"times must be a 1-D sequence of numbers, got {times!r}") from None
     if times.dim() != 1 or times.numel() < 2:
         raise ArgumentError(f"times must be a 1-D sequence of at least 2 times, got shape {tuple(times.shape)}")
+    if not bool(((times >= 0) & (times <= process.T)).all()):  # once, before the solve
+        raise ArgumentError(f"times must lie in [0, T] = [0, {process.T:g}], got {times.tolist()}")
     steps = times[1:] - times[:-1]
     reverse = isinstance(process, ReverseSDE)
     if reverse and not bool((steps < 0).all()):

@@ -175,3 +175,42 @@ def test_torchsde_methods_and_step_counts(method, steps):
     res = ss.sample(fn, SDE, (4, 2), sampler="torchsde", method=method, steps=steps, seed=0, denoise=False)
     assert res.nfe == len(calls) >= steps
     assert bool(torch.isfinite(res.x).all())
+
+
+class _CubicSDE(ss.SDE):
+    """A state-dependent diffusion (its reverse drift needs autograd for d(g^2)/dx)."""
+
+    prior_std = 1.0
+    state_dependent_diffusion = True
+
+    def drift(self, x, t):
+        return 0.5 * x - 0.5 * x**3
+
+    def diffusion(self, x, t):
+        return (1 + x.square()).sqrt()
+
+
+@pytest.mark.parametrize("name", ["euler_maruyama", "reverse_diffusion", "pc", "ode", "torchsde"])
+def test_samples_carry_no_autograd_graph_by_default(name):
+    """Without differentiable=True a sampler keeps no graph, even with grad mode on and a score
+    network whose parameters require gradients (the graph would grow with the steps)."""
+    net = ss.models.MLP(2, hidden=16, depth=2)
+    assert torch.is_grad_enabled() and next(net.parameters()).requires_grad
+    for sde in (SDE, _CubicSDE()):
+        opts = {} if name == "ode" else dict(steps=10)
+        res = ss.sample(lambda x, t: 0.1 * net(x, t) - x, sde, (8, 2), sampler=name, seed=0, **opts)
+        assert not res.x.requires_grad and res.x.grad_fn is None, (name, type(sde).__name__)
+
+
+def test_differentiable_sample_backpropagates_to_the_score_parameters():
+    net = ss.models.MLP(2, hidden=16, depth=2)
+    x_start = torch.randn(8, 2, generator=torch.Generator().manual_seed(1)).requires_grad_(True)
+    for sde in (SDE, _CubicSDE()):
+        res = ss.sample(lambda x, t: 0.1 * net(x, t) - x, sde, (8, 2), sampler="reverse_diffusion", steps=5, seed=0,
+                        x_start=x_start, differentiable=True)
+        grads = torch.autograd.grad(res.x.square().sum(), [x_start, *net.parameters()])
+        assert all(g is not None and bool(torch.isfinite(g).all()) for g in grads)
+        assert float(grads[0].abs().sum()) > 0 and float(grads[-1].abs().sum()) > 0
+    with torch.no_grad():  # the caller's no_grad does not stop an explicit request
+        res = ss.sample(lambda x, t: net(x, t), SDE, (8, 2), steps=3, seed=0, differentiable=True)
+    assert res.x.requires_grad

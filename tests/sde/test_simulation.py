@@ -113,6 +113,32 @@ def test_state_dependent_diffusion_gets_the_divergence_term():
     assert torch.equal(pf.diffusion(x, 0.5), torch.zeros_like(x))
 
 
+def test_reverse_discretization_includes_the_divergence_term():
+    """The reverse chain of SDE.discretize: F_rev = F - w (G^2 s + d(g^2)/dx dt), as the continuous drift."""
+    gbm = GeometricBrownianMotion()
+    x = torch.randn(5, 3, dtype=F64, generator=torch.Generator().manual_seed(7))
+    t, dt = torch.full((5,), 0.5, dtype=F64), torch.tensor(0.01, dtype=F64)
+    score = -x / 3  # any score: its term is G^2 s = g^2 dt s
+    g2 = (0.4 * x) ** 2
+    for pf, w in [(False, 1.0), (True, 0.5)]:
+        rev_f, rev_G = gbm.reverse(lambda x, t: -x / 3, probability_flow=pf).discretize(x, t, dt)
+        torch.testing.assert_close(rev_f, 0.3 * x * dt - w * (g2 * dt * score + 2 * 0.4**2 * x * dt))
+        torch.testing.assert_close(rev_G, torch.zeros_like(x) if pf else 0.4 * x * dt.sqrt())
+
+
+def test_diffusion_divergence_keeps_a_graph_only_when_asked():
+    gbm = GeometricBrownianMotion()
+    x = torch.randn(4, 2, dtype=F64)
+    t = torch.tensor(0.5, dtype=F64)
+    assert not gbm.diffusion_divergence(x, t).requires_grad  # grad mode on, x needs none: no graph kept
+    with torch.no_grad():
+        assert not gbm.diffusion_divergence(x, t).requires_grad
+    xr = x.clone().requires_grad_(True)
+    div = gbm.diffusion_divergence(xr, t)  # a differentiable sample: the graph reaches x
+    (grad,) = torch.autograd.grad(div.sum(), xr)
+    torch.testing.assert_close(grad, torch.full_like(x, 2 * 0.4**2))
+
+
 @pytest.mark.parametrize("sde", [ss.VPSDE(), ss.VESDE(0.01, 20.0)], ids=["vp", "ve"])
 def test_reverse_sde_with_exact_score_recovers_the_data_distribution(sde):
     # A 1-D Gaussian target: the reverse SDE run from the prior must end at N(m, s^2).
