@@ -48,7 +48,6 @@ from .common import (
     score_fn_for,
     show_progress,
     train_options,
-    write_figure,
 )
 from .comparison import noise_floor, plot_comparison, run_comparison, write_csv
 
@@ -129,7 +128,9 @@ def sample_cmd(args: argparse.Namespace) -> int:
     with atomic_write(out) as f:
         np.savez(f, x=x.numpy(), nfe=res.nfe, sampler=sampler.name, seconds=seconds)
     if plot is not None:
-        write_figure(_sample_figure(x, run_data_spec(run), f"{sampler.name}, {res.nfe} NFE"), plot)
+        from ..viz import save_figure  # matplotlib only when plotting
+
+        save_figure(_sample_figure(x, run_data_spec(run), f"{sampler.name}, {res.nfe} NFE"), plot)
     print(f"{args.n} samples with {sampler.name} ({res.nfe} score evaluations, {seconds:.1f} s) -> {out}"
           + (f"; plot -> {plot}" if plot else ""))
     return 0

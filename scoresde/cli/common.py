@@ -41,7 +41,7 @@ from ..models import MLP, PARAMETERIZATIONS, ScoreModel, UNet
 from ..sampling import Sampler, available_samplers, get_sampler
 from ..sde import SDE, VESDE, VPSDE, LinearSDE, SubVPSDE
 from ..training import Run, TrainConfig, load_run
-from ..training.files import atomic_write, remove_stale_temps
+from ..training.files import remove_stale_temps
 from ..training.losses import WEIGHTINGS
 
 
@@ -162,15 +162,6 @@ def check_plot_file(path: str | os.PathLike, what: str = "--plot") -> Path:
         raise CLIError(f"{what} {str(p)!r}: unsupported image type {p.suffix or '(none)'!r}; use one of "
                        f"{', '.join('.' + f for f in sorted(formats))}")
     return p
-
-
-def write_figure(fig, path: str | os.PathLike, dpi: int = 120) -> None:
-    """Write a matplotlib figure atomically, in the format its suffix names."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-
-    FigureCanvasAgg(fig)
-    with atomic_write(path) as f:
-        fig.savefig(f, dpi=dpi, bbox_inches="tight", format=Path(path).suffix.lstrip(".").lower() or "png")
 
 
 # ---- configs ---------------------------------------------------------------------------------

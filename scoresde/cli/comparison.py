@@ -24,7 +24,6 @@ from tqdm.auto import tqdm
 from .. import metrics
 from ..sampling import sample
 from ..training.files import atomic_write_bytes
-from .common import write_figure
 
 # the fixed-step solver used for "ode" at a given NFE budget (the adaptive one cannot be budgeted)
 SAMPLER_OPTIONS = {"ode": {"method": "midpoint"}}
@@ -132,5 +131,7 @@ def plot_comparison(rows: Sequence[Mapping], path, *, floor: float | None = None
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    write_figure(fig, path)
+    from ..viz import save_figure
+
+    save_figure(fig, path)
     return fig
