@@ -16,7 +16,7 @@ the same NFE, 1000 (2-D) and 250 (16-D) steps x (predictor + 1 Langevin correcto
 at its default rtol = atol = 1e-5; heun 50 steps (100 NFE); dpm_solver 2M 50 steps, 3S 25 steps
 (75 NFE); annealed Langevin 400 levels x 5 steps with step 0.1 sigma_t^2 (its defaults; larger
 steps even out the mode weights, as Langevin's discretisation bias widens each level's
-distribution). pc uses its default snr 0.05 (0.1 over-disperses the 2-D ring by 5%). All on VP, except annealed Langevin, which
+distribution). pc uses its default snr 0.05 (at 0.1 the ring's SW ratio is 1.68 on this seed). All on VP, except annealed Langevin, which
 runs on its own setting, VE noise levels (on VP the shrinking alpha_t asks Langevin to transport
 the samples outwards, which it does too slowly).
 """
