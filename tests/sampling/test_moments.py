@@ -91,7 +91,7 @@ OU_SAMPLERS = [
     ("ode", dict(), False),  # dopri5 at rtol = atol = 1e-5: no bias to speak of
     ("ode", dict(method="rk4", steps=50), False),
     ("torchsde", dict(steps=OU_STEPS), True),
-    ("torchsde", dict(steps=OU_STEPS, method="srk"), True),
+    pytest.param("torchsde", dict(steps=OU_STEPS, method="srk"), True, marks=pytest.mark.slow),  # ~5 s
 ]
 
 
