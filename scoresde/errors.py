@@ -162,6 +162,8 @@ def check_choice(name: str, value, choices: Sequence):
         ok = value in choices
     except TypeError:  # unhashable value against a set
         ok = False
+    if isinstance(value, bool) and not any(c is value for c in choices):
+        ok = False  # True == 1: a flag is not a choice among numbers
     if not ok:
         raise ArgumentError(f"{name} must be one of {', '.join(repr(c) for c in choices)}; got {value!r}")
     return value

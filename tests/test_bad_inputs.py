@@ -198,3 +198,8 @@ def test_every_exception_the_package_defines_is_a_scoresde_error():
 
 def test_the_empty_sample_is_an_answer_not_an_error():
     assert GMM.sample(0).shape == (0, 2)
+
+
+def test_a_flag_is_not_a_number_among_choices():
+    with pytest.raises(ss.ArgumentError, match="p must be one of 1, 2; got True"):
+        ss.metrics.sliced_wasserstein(_X, _X, p=True)

@@ -1,50 +1,68 @@
-"""Samples of a trained MLP pass the samplers' quality checks on the 2-D ring mixture.
+"""Samples of a trained MLP on the 2-D ring mixture: the model's quality, and the samplers' error on it.
 
-The same checks as tests/sampling/test_quality.py, which uses the exact score: sliced
-Wasserstein to true sets against the spread between true sets, chi-square occupancy of the 8
-unequal modes, and dispersion (mean squared standardised distance to the assigned mode). The
-trained score adds model error to the solver's, so the tolerances are wider and stated here:
-SW ratio <= 1.5, chi-square p > 1e-3, |dispersion - true| <= 0.15 (the exact score gets 0.06).
-Measured on this recipe (seed 1): DPM-Solver-2M at 50 steps gives SW ratio 0.90, chi-square
-p 0.095 and dispersion 1.10 against the true 1.00 -- the PF-ODE with a learned score spreads the
-modes by about 10%, the model's error rather than the solver's (with the exact score the same
-solver is within 0.03).
+A trained model's samples carry two errors, tested apart:
+
+* **the model's**: its learned score is not the exact one, which spreads the modes (its PF-ODE
+  widens them by 10-15 %, the reverse SDE by about 10 %). It depends on float round-off in
+  training -- another CPU trains other weights, much like another seed -- so it is bounded with
+  a margin measured over training seeds, not on one run: the checks of
+  tests/sampling/test_quality.py (sliced Wasserstein to true sets against the spread between
+  true sets, chi-square occupancy of the 8 unequal modes, dispersion inside modes), with the
+  tolerances of ``ring_recipe.BOUNDS``.
+* **the sampler's**: DPM-Solver-2M at 50 steps against the model's own probability flow solved
+  to rtol = 1e-8 from the same prior draws. That difference is the discretisation error alone,
+  and it must be no larger than the same sampler's error on the exact score's flow (measured
+  once, round-off free), which is what a correct solver on a smooth learned score gives.
+
+The ranges over training seeds 0-4 and each bound's margin are in benchmarks/RESULTS.md
+(``python benchmarks/trained_model_margins.py``).
 """
 
 import pytest
 import torch
+from ring_recipe import BOUNDS, N, RingReference, sampler_error_on_flow
 
 import scoresde as ss
-from scoresde import metrics
 
 pytestmark = pytest.mark.slow
-
-N = 4000
 
 
 @pytest.fixture(scope="module")
 def reference():
-    gmm = ss.analytic.ring_mixture()
-    gen = torch.Generator().manual_seed(2024)
-    sets = [gmm.sample(N, generator=gen) for _ in range(6)]
-    sw_ref = torch.stack([metrics.sliced_wasserstein(sets[i], sets[i + 3]) for i in range(3)]).mean()
-    disp = torch.stack([metrics.dispersion(s, gmm) for s in sets]).mean()
-    return gmm, sets, float(sw_ref), float(disp)
+    return RingReference(ss.analytic.ring_mixture())
 
 
-@pytest.mark.parametrize("sampler, options", [
-    ("euler_maruyama", dict(steps=1000)),
-    ("dpm_solver", dict(steps=50, order=2, method="multistep")),
-])
-def test_trained_model_samples_pass_quality_checks(ring_models, reference, sampler, options):
+def _check(name: str, value: float) -> str | None:
+    bound, kind = BOUNDS[name]
+    ok = value <= bound if kind == "max" else value >= bound
+    return None if ok else f"{name} = {value:.4g}, bound {kind} {bound:g}"
+
+
+def test_reverse_sde_samples_of_the_trained_model_pass_the_quality_checks(ring_models, reference):
     model, sde, _ = ring_models("likelihood")
-    gmm, sets, sw_ref, true_disp = reference
     with torch.no_grad():
-        x = ss.sample(model, sde, (N, 2), sampler=sampler, seed=1, dtype=torch.float64, **options).x
-    sw_ratio = float(torch.stack([metrics.sliced_wasserstein(x, s) for s in sets]).mean()) / sw_ref
-    chi2 = metrics.occupancy_chi2(x, gmm)
-    disp = float(metrics.dispersion(x, gmm))
-    msg = f"{sampler}: SW ratio {sw_ratio:.3f}, chi2 p {chi2.p_value:.3g}, dispersion {disp:.3f} vs {true_disp:.3f}"
-    assert sw_ratio <= 1.5, msg
-    assert chi2.p_value > 1e-3, msg
-    assert abs(disp - true_disp) <= 0.15, msg
+        x = ss.sample(model, sde, (N, 2), sampler="euler_maruyama", steps=1000, seed=1, dtype=torch.float64).x
+    q = reference.quality(x)
+    failures = [_check("em_sw_ratio", q["sw_ratio"]), _check("em_chi2_p", q["chi2_p"]),
+                _check("em_dispersion_error", abs(q["dispersion"] - reference.dispersion))]
+    assert not any(failures), (q, failures)
+
+
+def test_probability_flow_of_the_trained_model_passes_the_quality_checks(ring_models, reference):
+    model, sde, _ = ring_models("likelihood")
+    x_T = sde.prior_sample((N, 2), generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    with torch.no_grad():
+        x = ss.decode(model, sde, x_T, rtol=1e-6, atol=1e-6)
+    q = reference.quality(x)
+    failures = [_check("flow_sw_ratio", q["sw_ratio"]), _check("flow_chi2_p", q["chi2_p"]),
+                _check("flow_dispersion_error", abs(q["dispersion"] - reference.dispersion))]
+    assert not any(failures), (q, failures)
+
+
+def test_dpm_solver_error_on_the_trained_model_is_its_error_on_the_exact_score(ring_models):
+    model, sde, gmm = ring_models("likelihood")
+    exact = sampler_error_on_flow(gmm.score_fn(sde), sde, gmm)  # rms 0.081, shift +0.032
+    learned = sampler_error_on_flow(model, sde, gmm)
+    failures = [_check("dpm_rms_over_exact", learned["rms"] / exact["rms"]),
+                _check("dpm_shift_minus_exact", abs(learned["dispersion_shift"] - exact["dispersion_shift"]))]
+    assert not any(failures), (exact, learned, failures)
