@@ -8,6 +8,13 @@ shape ``(batch,)`` to features of shape ``(batch, dim)``:
   :math:`[\sin 2\pi W c,\ \cos 2\pi W c]` with fixed random :math:`W \sim \mathcal N(0, s^2)`;
 * :class:`SinusoidalEmbedding` (Vaswani et al. 2017; DDPM):
   :math:`[\sin(k c\,\omega_j),\ \cos(k c\,\omega_j)]`, :math:`\omega_j = P^{-j/(d/2-1)}`.
+
+A class-conditional network also embeds a label :math:`y \in \{0, \dots, K-1\}`
+(:class:`ClassEmbedding`, a learned vector :math:`E_y` per class) and adds it to the time
+features, so :math:`e(c) + E_y` conditions every block. Row :math:`K` is the *null class*
+:math:`\varnothing`: the same network, fed :math:`E_\varnothing`, is the unconditional model
+that classifier-free guidance needs (trained by label dropout, see
+:class:`~scoresde.training.DSMLoss`).
 """
 
 from __future__ import annotations
@@ -17,7 +24,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from ..errors import ArgumentError
+from ..errors import ArgumentError, check_int, check_labels
 
 
 def _check_dim(dim: int) -> int:
@@ -71,6 +78,26 @@ class SinusoidalEmbedding(nn.Module):
     def forward(self, c: Tensor) -> Tensor:
         arg = (self.scale * _check_c(c))[:, None] * self.freqs.to(c.dtype)[None, :]
         return torch.cat([arg.sin(), arg.cos()], dim=-1)
+
+
+class ClassEmbedding(nn.Module):
+    """A learned vector per class plus one for the null class: ``(batch,)`` labels -> ``(batch, dim)``.
+
+    Labels are integers in ``[0, num_classes]``; the value ``num_classes`` (and ``y=None``, for
+    the whole batch) selects the null class, i.e. the unconditional model.
+    """
+
+    def __init__(self, num_classes: int, dim: int):
+        super().__init__()
+        self.num_classes = check_int("num_classes", num_classes, 1)
+        self.table = nn.Embedding(self.num_classes + 1, check_int("dim", dim, 1))
+
+    def forward(self, y: Tensor | None, batch: int) -> Tensor:
+        if y is None:  # unconditional: the null class for every sample
+            y = torch.full((batch,), self.num_classes, dtype=torch.long, device=self.table.weight.device)
+        else:
+            y = check_labels("y", y, self.num_classes, batch=batch, null=True)
+        return self.table(y)
 
 
 def make_embedding(kind: str, dim: int, scale: float | None = None) -> nn.Module:

@@ -6,7 +6,9 @@ r"""A residual MLP score network for vectors (2-D toys up to a few hundred dimen
     \text{out} = W_{out}\,\mathrm{SiLU}(h_L),
 
 with :math:`e(c)` a time embedding of the conditioning scalar ``c`` (see
-:mod:`scoresde.models.embeddings`). The output layer starts at zero, so an untrained network
+:mod:`scoresde.models.embeddings`); a class-conditional MLP (``num_classes=K``) uses
+:math:`e(c) + E_y` instead, :math:`E_y` the learned vector of label :math:`y` (row :math:`K`: the
+null class, for ``y=None``). The output layer starts at zero, so an untrained network
 outputs 0 (for the ``eps`` parameterisation: the score of a standard normal at large t).
 """
 
@@ -14,8 +16,8 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from ..errors import ArgumentError, check_int
-from .embeddings import make_embedding
+from ..errors import ArgumentError, check_int, check_optional_int
+from .embeddings import ClassEmbedding, make_embedding
 
 
 class MLP(nn.Module):
@@ -29,6 +31,8 @@ class MLP(nn.Module):
         embedding_dim: size of the time features.
         embedding_scale: frequency scale of the embedding (None: its default).
         out_dim: output size (default ``dim``).
+        num_classes: :math:`K` for a class-conditional network ``net(x, c, y)`` (labels in
+            ``[0, K)``, ``K`` or ``y=None`` the null class); None (default): ``net(x, c)`` only.
     """
 
     def __init__(
@@ -41,6 +45,7 @@ class MLP(nn.Module):
         embedding_dim: int = 64,
         embedding_scale: float | None = None,
         out_dim: int | None = None,
+        num_classes: int | None = None,
     ):
         super().__init__()
         self.dim = check_int("dim", dim, 1)
@@ -51,6 +56,9 @@ class MLP(nn.Module):
             dim=dim, hidden=hidden, depth=depth, embedding=embedding, embedding_dim=embedding_dim,
             embedding_scale=embedding_scale, out_dim=out_dim,
         )
+        self.num_classes = check_optional_int("num_classes", num_classes)
+        if self.num_classes is not None:  # recorded only when set: unconditional specs stay as they were
+            self.config["num_classes"] = self.num_classes
         self.embed = nn.Sequential(
             make_embedding(embedding, embedding_dim, embedding_scale),
             nn.Linear(embedding_dim, hidden),
@@ -67,13 +75,20 @@ class MLP(nn.Module):
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
         self.act = nn.SiLU()
+        if self.num_classes is not None:  # built last: the other layers draw the same initial weights
+            self.class_embed = ClassEmbedding(self.num_classes, hidden)
 
-    def forward(self, x: Tensor, c: Tensor) -> Tensor:
+    def forward(self, x: Tensor, c: Tensor, y: Tensor | None = None) -> Tensor:
         if x.dim() != 2 or x.shape[1] != self.dim:
             raise ArgumentError(f"MLP(dim={self.dim}) expects x of shape (batch, {self.dim}), got {tuple(x.shape)}")
         if c.shape != (x.shape[0],):
             raise ArgumentError(f"c must have shape ({x.shape[0]},), got {tuple(c.shape)}")
         e = self.embed(c)
+        if self.num_classes is not None:
+            e = e + self.class_embed(y, x.shape[0])
+        elif y is not None:
+            raise ArgumentError("y: this MLP was built without num_classes and takes no class labels; "
+                                "build it with MLP(..., num_classes=K)")
         h = self.inp(x)
         for b in self.blocks:
             h = h + b["fc2"](self.act(b["fc1"](self.act(h)) + b["temb"](e)))

@@ -20,20 +20,51 @@ output :math:`F` is turned into the score :math:`\nabla_x\log p_t(x)` by the
   :math:`n = (\sigma_t x + a_t r_t F)/r_t^2`, :math:`s = -n/\sigma_t`;
 * ``"score"`` -- :math:`F \approx \nabla_x \log p_t(x)` directly (the only choice for an SDE
   without a closed-form kernel, where the input is not scaled and ``time_input`` is ``"t"``).
+
+**Class-conditional models** (``num_classes=K``): ``model(x, t, y)`` is the conditional score
+:math:`\nabla_x\log p_t(x \mid y)` for labels ``y`` in ``[0, K)`` (a LongTensor of shape
+``(batch,)``), and ``model(x, t)`` (``y=None``) the unconditional score
+:math:`\nabla_x\log p_t(x)`, which the network computes from its learned null class (label
+``K``, allowed per sample). The network is called as ``net(x_in, c, y=labels)``.
 """
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 from torch import Tensor, nn
 
-from ..errors import ArgumentError, check_float_tensor
+from ..errors import ArgumentError, check_float_tensor, check_labels, check_optional_int
 from ..sde import SDE, LinearSDE
 from ..sde.base import expand_to
 from .specs import build_net, build_sde, net_spec, sde_spec
 
 PARAMETERIZATIONS = ("eps", "score", "x0", "v")
+
+
+def _label_classes(net: nn.Module, num_classes: int | None) -> int | None:
+    """The model's number of classes, checked against what the network takes."""
+    own = getattr(net, "num_classes", None)
+    if num_classes is None:
+        return own if isinstance(own, int) and not isinstance(own, bool) else None
+    if hasattr(net, "num_classes"):  # a built-in network says what it takes
+        if own != num_classes:
+            raise ArgumentError(
+                f"num_classes={num_classes} but the net {type(net).__name__} was built with num_classes={own!r}: "
+                f"build it as {type(net).__name__}(..., num_classes={num_classes})"
+            )
+        return num_classes
+    try:
+        params = inspect.signature(net.forward).parameters.values()
+    except (TypeError, ValueError):  # not inspectable: its first call will tell
+        return num_classes
+    if not any(p.name == "y" or p.kind is p.VAR_KEYWORD for p in params):
+        raise ArgumentError(
+            f"num_classes={num_classes} needs a net that takes class labels as net(x, c, y=labels); "
+            f"{type(net).__name__}.forward has no argument y"
+        )
+    return num_classes
 
 
 class ScoreModel(nn.Module):
@@ -48,6 +79,9 @@ class ScoreModel(nn.Module):
         data_std: :math:`\\sigma_d`, the data's (rough) standard deviation, for input scaling
             and the ``x0``/``v`` targets.
         scale_input: divide ``x`` by :math:`\\sqrt{\\alpha_t^2\\sigma_d^2+\\sigma_t^2}` (linear SDEs).
+        num_classes: :math:`K` for a class-conditional model (its network must take labels,
+            ``net(x_in, c, y=...)``, e.g. ``UNet(..., num_classes=K)``); default: the network's own
+            ``num_classes`` attribute when it has one, else None (unconditional).
 
     ``model.config`` describes it as JSON, with the SDE and the network as specs
     (:mod:`scoresde.models.specs`); :meth:`from_config` rebuilds it (what
@@ -63,6 +97,7 @@ class ScoreModel(nn.Module):
         time_input: str | None = None,
         data_std: float = 1.0,
         scale_input: bool = True,
+        num_classes: int | None = None,
     ):
         super().__init__()
         if not isinstance(net, nn.Module):
@@ -91,6 +126,7 @@ class ScoreModel(nn.Module):
         self.time_input = time_input
         self.data_std = float(data_std)
         self.scale_input = bool(scale_input) and linear
+        self.num_classes = _label_classes(net, check_optional_int("num_classes", num_classes))
         self.config = {
             "type": "ScoreModel",
             "parameterization": parameterization,
@@ -100,6 +136,8 @@ class ScoreModel(nn.Module):
             "sde": sde_spec(sde),
             "net": net_spec(net),
         }
+        if self.num_classes is not None:  # recorded only when set: unconditional configs stay as they were
+            self.config["num_classes"] = self.num_classes
 
     @classmethod
     def from_config(cls, config: dict[str, Any], *, sde: SDE | None = None, net: nn.Module | None = None) -> ScoreModel:
@@ -117,7 +155,7 @@ class ScoreModel(nn.Module):
             raise ArgumentError(f"the ScoreModel config lacks the key {err.args[0]!r}") from None
         sde = build_sde(config.get("sde")) if sde is None else sde
         net = build_net(config.get("net")) if net is None else net
-        return cls(net, sde, options.pop("parameterization"), **options)
+        return cls(net, sde, options.pop("parameterization"), num_classes=config.get("num_classes"), **options)
 
     def _check(self, x: Tensor, t: Tensor) -> Tensor:
         check_float_tensor("x", x)
@@ -143,10 +181,18 @@ class ScoreModel(nn.Module):
             x = x * expand_to(scale, x)
         return x, c
 
-    def net_output(self, x: Tensor, t: Tensor) -> Tensor:
-        """The raw network output :math:`F` at ``(x, t)``, checked to have ``x``'s shape."""
+    def net_output(self, x: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
+        """The raw network output :math:`F` at ``(x, t)`` (and labels ``y``), checked to have ``x``'s shape."""
         x_in, c = self.net_input(x, t)
-        out = self.net(x_in, c)
+        if self.num_classes is None:
+            if y is not None:
+                raise ArgumentError("y: this ScoreModel is unconditional (num_classes=None) and takes no class "
+                                    "labels; build a class-conditional one with ScoreModel(..., num_classes=K)")
+            out = self.net(x_in, c)
+        else:
+            if y is not None:
+                y = check_labels("y", y, self.num_classes, batch=x.shape[0], null=True).to(x.device)
+            out = self.net(x_in, c, y=y)
         if not isinstance(out, Tensor) or out.shape != x.shape:
             got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
             raise ArgumentError(f"net must return a tensor of x's shape {tuple(x.shape)}, got {got}")
@@ -170,14 +216,15 @@ class ScoreModel(nn.Module):
         n = (sigma * x + a * r2.sqrt() * out) / r2
         return -n / sigma
 
-    def forward(self, x: Tensor, t: Tensor) -> Tensor:
-        """The score :math:`s_\\theta(x, t)`; ``t`` a scalar or of shape ``(batch,)``."""
-        return self.output_to_score(self.net_output(x, t), x, t)
+    def forward(self, x: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
+        """The score :math:`s_\\theta(x, t)`, or :math:`s_\\theta(x, t \\mid y)` given labels ``y`` of shape
+        ``(batch,)``; ``t`` a scalar or of shape ``(batch,)``."""
+        return self.output_to_score(self.net_output(x, t, y), x, t)
 
-    def eps(self, x: Tensor, t: Tensor) -> Tensor:
+    def eps(self, x: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
         """The implied noise prediction :math:`\\hat n = -\\sigma_t s_\\theta(x, t)` (linear SDEs)."""
         t = self._check(x, t)
         if self.parameterization == "eps":
-            return self.net_output(x, t)
+            return self.net_output(x, t, y)
         _, sigma = self.sde.marginal(t)
-        return -expand_to(sigma, x) * self(x, t)
+        return -expand_to(sigma, x) * self(x, t, y)

@@ -13,6 +13,9 @@ Structure, for ``channel_mults = (m_1, ..., m_L)`` and ``base`` channels:
   nearest-neighbour 2x upsampling followed by a 3x3 conv;
 * GroupNorm, SiLU and a zero-initialised 3x3 output convolution.
 
+A class-conditional U-Net (``num_classes=K``) adds a learned class vector :math:`E_y` to the
+time embedding before it reaches the blocks (row :math:`K`: the null class, for ``y=None``).
+
 Spatial sizes must be divisible by :math:`2^{L-1}`. It trains on 8x8 digits on a CPU in minutes
 (``base=32, channel_mults=(1, 2)``) and scales to 32x32 and beyond with more levels and width.
 """
@@ -26,8 +29,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from ..errors import ArgumentError
-from .embeddings import make_embedding
+from ..errors import ArgumentError, check_optional_int
+from .embeddings import ClassEmbedding, make_embedding
 
 
 def _groups(ch: int) -> int:
@@ -92,6 +95,8 @@ class UNet(nn.Module):
         attn_resolutions: spatial sizes (H) at which self-attention follows each block.
         dropout: dropout inside the residual blocks.
         embedding, embedding_scale: time embedding (see :mod:`scoresde.models.embeddings`).
+        num_classes: :math:`K` for a class-conditional network ``net(x, c, y)`` (labels in
+            ``[0, K)``, ``K`` or ``y=None`` the null class); None (default): ``net(x, c)`` only.
     """
 
     def __init__(
@@ -106,6 +111,7 @@ class UNet(nn.Module):
         *,
         embedding: str = "fourier",
         embedding_scale: float | None = None,
+        num_classes: int | None = None,
     ):
         super().__init__()
         for name, v in (
@@ -129,7 +135,10 @@ class UNet(nn.Module):
             attn_resolutions=list(self.attn_resolutions), dropout=float(dropout), embedding=embedding,
             embedding_scale=embedding_scale,
         )
+        self.num_classes = check_optional_int("num_classes", num_classes)
         temb_dim = 4 * base
+        if self.num_classes is not None:  # recorded only when set: unconditional specs stay as they were
+            self.config["num_classes"] = self.num_classes
         self.embed = nn.Sequential(
             make_embedding(embedding, base, embedding_scale),
             nn.Linear(base, temb_dim),
@@ -177,11 +186,13 @@ class UNet(nn.Module):
                 size *= 2
             elif isinstance(layer, ResBlock) and size in self.attn_resolutions:
                 self.attn[f"u{i}"] = AttnBlock(layer.conv2.out_channels)
+        if self.num_classes is not None:  # built last: the other layers draw the same initial weights
+            self.class_embed = ClassEmbedding(self.num_classes, temb_dim)
 
     def _attention(self, key: str, h: Tensor) -> Tensor:
         return self.attn[key](h) if key in self.attn else h
 
-    def forward(self, x: Tensor, c: Tensor) -> Tensor:
+    def forward(self, x: Tensor, c: Tensor, y: Tensor | None = None) -> Tensor:
         if x.dim() != 4 or x.shape[1] != self.in_channels:
             raise ArgumentError(
                 f"UNet(in_channels={self.in_channels}) expects x of shape (batch, {self.in_channels}, H, W), "
@@ -195,6 +206,11 @@ class UNet(nn.Module):
         if c.shape != (x.shape[0],):
             raise ArgumentError(f"c must have shape ({x.shape[0]},), got {tuple(c.shape)}")
         temb = self.embed(c)
+        if self.num_classes is not None:
+            temb = temb + self.class_embed(y, x.shape[0])
+        elif y is not None:
+            raise ArgumentError("y: this UNet was built without num_classes and takes no class labels; "
+                                "build it with UNet(..., num_classes=K)")
         h = self.conv_in(x)
         stack = [h]
         for i, layer in enumerate(self.down):
