@@ -308,3 +308,25 @@ def check_interval(name: str, pair) -> tuple[float, float]:
     if not hi > lo:
         raise ArgumentError(f"{name} must be (lo, hi) with lo < hi, got {pair!r}")
     return lo, hi
+
+
+def check_labels(name: str, y, num_classes: int, *, batch: int | None = None, null: bool = False,
+                 read: bool = True) -> Tensor:
+    """Class labels: an integer tensor of shape ``(batch,)`` with values in ``[0, num_classes)``,
+    returned as int64. With ``null=True`` the value ``num_classes`` (a class-conditional model's
+    null class, its unconditional score) is allowed too. The values are read only where that is
+    free (:func:`values_readable`) unless ``read=False`` skips them."""
+    if not isinstance(y, Tensor):
+        raise ArgumentError(f"{name} must be a LongTensor of class labels of shape (batch,), got {type(y).__name__}")
+    if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
+        raise ArgumentError(f"{name} must be an integer tensor of class labels, got dtype {y.dtype}")
+    if y.dim() != 1 or (batch is not None and y.shape[0] != batch):
+        want = f"({batch},)" if batch is not None else "(batch,)"
+        raise ArgumentError(f"{name} must have shape {want} (one class label per sample), got {tuple(y.shape)}")
+    high = num_classes if null else num_classes - 1
+    if read and y.numel() and values_readable(y):
+        bad = (y < 0) | (y > high)
+        if bool(bad.any()):
+            extra = f" ({num_classes} = the null class)" if null else ""
+            raise ArgumentError(f"{name} must hold class labels in [0, {high}]{extra}, got {y[bad][0].item()}")
+    return y.long()
