@@ -10,6 +10,11 @@ A density :math:`p(x)` then bounds the discrete likelihood,
 bits/dim :math:`= -\big(\log p(x) + D\log\frac{\text{high}-\text{low}}{L}\big)/(D\ln 2)`
 (:meth:`ImageData.bits_per_dim`). Training draws fresh :math:`u` every batch (``train_batch``);
 indexing (``data[i]``) gives the bin centres :math:`u = \tfrac12`.
+
+**Labels.** :class:`ImageData` and :class:`TensorData` can carry one class label per sample
+(``labels``, a LongTensor of shape ``(N,)`` with values in ``[0, num_classes)``); the
+:class:`~scoresde.training.Trainer` hands them to a class-conditional model.
+:func:`digits_dataset` has its digit labels (0-9).
 """
 
 from __future__ import annotations
@@ -22,9 +27,25 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from ..errors import ArgumentError
+from ..errors import ArgumentError, check_labels, check_optional_int
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
+
+
+def as_labels(labels, n: int, num_classes: int | None = None) -> tuple[Tensor, int]:
+    """``labels`` (a tensor, array or sequence of ``n`` integers) as int64 of shape ``(n,)``, and the
+    number of classes (given, else the largest label + 1); ArgumentError naming ``labels`` otherwise."""
+    if isinstance(labels, (str, bytes)):
+        raise ArgumentError(f"labels must be a sequence of integer class labels, got {labels!r}")
+    try:
+        y = torch.as_tensor(np.asarray(labels) if not isinstance(labels, Tensor) else labels)
+    except (TypeError, ValueError, RuntimeError):
+        raise ArgumentError(f"labels must be a sequence of integer class labels, got {labels!r:.80}") from None
+    num_classes = check_optional_int("num_classes", num_classes)
+    if num_classes is None:
+        check_labels("labels", y, 2**62, batch=n)  # its type and shape, and no negative label
+        num_classes = int(y.max()) + 1 if y.numel() else 1
+    return check_labels("labels", y, num_classes, batch=n).cpu(), num_classes
 
 
 class ImageData(Dataset):
@@ -36,10 +57,13 @@ class ImageData(Dataset):
         low, high: the data range after scaling.
         dequantize: uniform dequantisation in ``train_batch`` (else bin centres).
         dtype: floating dtype of the served tensors.
+        labels: optional class labels, one per image (``(N,)`` integers in ``[0, num_classes)``).
+        num_classes: the number of classes (default: the largest label + 1).
     """
 
     def __init__(self, levels, num_levels: int, *, low: float = -1.0, high: float = 1.0,
-                 dequantize: bool = True, dtype: torch.dtype = torch.float32):
+                 dequantize: bool = True, dtype: torch.dtype = torch.float32, labels=None,
+                 num_classes: int | None = None):
         levels = torch.as_tensor(np.asarray(levels) if not isinstance(levels, Tensor) else levels)
         if levels.dim() == 3:
             levels = levels[:, None]
@@ -59,6 +83,7 @@ class ImageData(Dataset):
         self.num_levels, self.low, self.high = num_levels, float(low), float(high)
         self.dequantize = bool(dequantize)
         self.dtype = dtype
+        self.labels, self.num_classes = (None, None) if labels is None else as_labels(labels, len(self), num_classes)
 
     def __len__(self) -> int:
         return self.levels.shape[0]
@@ -109,7 +134,8 @@ def digits_dataset(split: str = "train", *, test_fraction: float = 0.2, seed: in
     """scikit-learn's 8x8 handwritten digits (1797 images, 17 levels) as ``(N, 1, 8, 8)`` images.
 
     ``split`` is ``"train"``, ``"test"`` (a seeded ``test_fraction`` hold-out) or ``"all"``.
-    Needs scikit-learn (the data ship inside it; no download).
+    The images carry their digits as ``labels`` (``num_classes = 10``). Needs scikit-learn (the
+    data ship inside it; no download).
     """
     if split not in ("train", "test", "all"):
         raise ArgumentError(f"split must be 'train', 'test' or 'all', got {split!r}")
@@ -119,20 +145,25 @@ def digits_dataset(split: str = "train", *, test_fraction: float = 0.2, seed: in
         from sklearn.datasets import load_digits
     except ImportError:
         raise ImportError("digits_dataset needs scikit-learn: pip install scikit-learn") from None
-    images = torch.from_numpy(load_digits().images.astype(np.int64))  # (1797, 8, 8), values 0..16
+    digits = load_digits()
+    images = torch.from_numpy(digits.images.astype(np.int64))  # (1797, 8, 8), values 0..16
+    labels = torch.from_numpy(digits.target.astype(np.int64))
     perm = torch.randperm(images.shape[0], generator=torch.Generator().manual_seed(seed))
     n_test = int(round(test_fraction * images.shape[0]))
     if split == "test":
-        images = images[perm[:n_test]]
+        images, labels = images[perm[:n_test]], labels[perm[:n_test]]
     elif split == "train":
-        images = images[perm[n_test:]]
-    return ImageData(images, 17, low=low, high=high, dequantize=dequantize, dtype=dtype)
+        images, labels = images[perm[n_test:]], labels[perm[n_test:]]
+    return ImageData(images, 17, low=low, high=high, dequantize=dequantize, dtype=dtype, labels=labels,
+                     num_classes=10)
 
 
 class TensorData(Dataset):
-    """A float tensor ``(N, ...)`` as a data set (indexing gives one sample)."""
+    """A float tensor ``(N, ...)`` as a data set (indexing gives one sample), optionally with one
+    class label per sample (``labels``, ``(N,)`` integers in ``[0, num_classes)``; ``num_classes``
+    defaults to the largest label + 1)."""
 
-    def __init__(self, data, dtype: torch.dtype | None = None):
+    def __init__(self, data, dtype: torch.dtype | None = None, *, labels=None, num_classes: int | None = None):
         data = torch.as_tensor(np.asarray(data) if not isinstance(data, Tensor) else data)
         if data.dim() == 0:
             raise ArgumentError(f"data must have a leading sample dimension, got shape {tuple(data.shape)}")
@@ -143,6 +174,7 @@ class TensorData(Dataset):
         elif dtype is not None:
             data = data.to(dtype)
         self.data = data
+        self.labels, self.num_classes = (None, None) if labels is None else as_labels(labels, len(data), num_classes)
 
     def __len__(self) -> int:
         return self.data.shape[0]
