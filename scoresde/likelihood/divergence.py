@@ -15,9 +15,22 @@ For a field :math:`v:\mathbb R^D\to\mathbb R^D` applied sample by sample to a ba
   :math:`J`, Gaussian probes have variance :math:`2\|J\|_F^2` and Rademacher probes
   :math:`2(\|J\|_F^2 - \sum_i J_{ii}^2)`, never more.
 
-Both return ``(v(x), div)`` so the field is evaluated exactly once per call. The batch
-samples must not interact inside ``v`` (no batch norm): the vector-Jacobian products are taken
-with the same direction for every sample at once.
+Both return ``(v(x), div)`` so the field is evaluated exactly once per call (once per chunk when
+replicated, below). The batch samples must not interact inside ``v`` (no batch norm): the
+vector-Jacobian products are taken with the same direction for every sample at once.
+
+**Networks vmap cannot batch.** Several VJPs at once go through functorch (``vmap`` for the exact
+trace, ``is_grads_batched`` for several probes), which some networks do not support: a diffusers
+UNet with frozen weights fails with "NYI: querying is_contiguous inside of vmap", and so does any
+network with data-dependent control flow or ``.item()``. :class:`Batching` then replicates
+instead: the batch is stacked ``k`` times (``k`` = ``chunk_size`` directions), the field runs once
+on the ``k * batch`` rows, and one plain backward pass carries a different direction
+:math:`e_i` (or probe) in each replica, so replica ``j`` returns :math:`e_{i_j}^\top J_v(x)`.
+The answer is the same; the price is ``ceil(D / k)`` forward passes of ``k * batch`` rows instead of
+one of ``batch`` rows, i.e. ``D`` sample-forwards per evaluation instead of one (about 1.5x the
+arithmetic of the vmap path, whose ``D`` backward passes cost about two forwards each), and the
+activations of ``k * batch`` rows in memory. ``"auto"`` tries vmap at the first evaluation of a
+solve and keeps whichever worked for the rest of it.
 """
 
 from __future__ import annotations
@@ -27,12 +40,56 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from ..errors import ArgumentError
+from ..errors import ArgumentError, ScoreSDEError, check_choice
 from ..sde import call_score
 
 Field = Callable[[Tensor], Tensor]
 
 NOISE_TYPES = ("rademacher", "gaussian")
+
+#: how several vector-Jacobian products are batched (see :class:`Batching`)
+BATCHING_MODES = ("auto", "vmap", "replicate")
+
+
+class Batching:
+    """How the vector-Jacobian products of a solve are batched, decided once per solve.
+
+    ``"vmap"``: functorch batches them after one forward pass. ``"replicate"``: the batch is
+    stacked once per direction and one plain backward pass takes them all (see the module).
+    ``"auto"`` (the default) tries vmap at the first call and, if functorch refuses the network
+    (a ``RuntimeError`` or ``NotImplementedError`` other than running out of memory), replicates;
+    :attr:`mode` then holds the choice, and later calls go straight to it.
+    """
+
+    def __init__(self, mode: str = "auto"):
+        self.mode = check_choice("batching", mode, BATCHING_MODES)
+
+    def run(self, batched: Callable[[], tuple[Tensor, Tensor]], replicated: Callable[[], tuple[Tensor, Tensor]]):
+        """``batched()`` or ``replicated()`` (both return ``(v(x), div)``), by :attr:`mode`."""
+        if self.mode == "replicate":
+            return replicated()
+        if self.mode == "vmap":
+            return batched()
+        try:
+            result = batched()
+        except (RuntimeError, NotImplementedError) as err:
+            if isinstance(err, (ScoreSDEError, torch.OutOfMemoryError)):
+                raise
+            # functorch cannot batch this network; a genuine failure of the network shows
+            # again, unbatched, in the replicated pass and is raised from there
+            try:
+                result = replicated()
+            except Exception as again:
+                raise again from err
+            self.mode = "replicate"
+            return result
+        self.mode = "vmap"
+        return result
+
+
+def as_batching(batching: str | Batching) -> Batching:
+    """A :class:`Batching` (kept, so its decision is shared) or a fresh one from a mode string."""
+    return batching if isinstance(batching, Batching) else Batching(batching)
 
 
 # Below this many dimensions a loop of plain backward passes beats vmap's fixed overhead.
@@ -54,18 +111,58 @@ def _vjp(out: Tensor, y: Tensor, cotangent: Tensor, batched: bool, retain: bool)
     return torch.zeros_like(cotangent) if row is None else row
 
 
-def exact_divergence(v: Field, x: Tensor, chunk_size: int | None = None) -> tuple[Tensor, Tensor]:
+def _replicated_vjps(stacked: Field, x: Tensor, cotangents: Tensor) -> tuple[Tensor, Tensor]:
+    """``(v(x), rows)`` with ``rows[j] = cotangents[j]^T J_v(x)``, shape ``(k, batch, *S)``: one
+    forward pass of ``stacked`` on ``x`` stacked ``k`` times (row ``j * batch + i`` is sample
+    ``i``), one backward pass with replica ``j``'s cotangent ``cotangents[j]``."""
+    k = cotangents.shape[0]
+    with torch.enable_grad():
+        y = x.detach().repeat(k, *[1] * (x.dim() - 1)).requires_grad_(True)
+        out = stacked(y)
+        rows = _vjp(out, y, cotangents.flatten(0, 1), batched=False, retain=False)
+    return out[: x.shape[0]].detach(), rows.reshape(cotangents.shape)
+
+
+def _exact_replicated(stacked: Field, x: Tensor, chunk_size: int | None) -> tuple[Tensor, Tensor]:
+    b, d = x.shape[0], x[0].numel()
+    k = d if chunk_size is None else min(chunk_size, d)
+    eye = torch.eye(d, dtype=x.dtype, device=x.device)
+    out, div = None, x.new_zeros(b)
+    for start in range(0, d, k):
+        basis = eye[start : start + k]  # (c, D): replica j carries e_{start + j}
+        cot = basis[:, None, :].expand(basis.shape[0], b, d).reshape(basis.shape[0], *x.shape)
+        first, rows = _replicated_vjps(stacked, x, cot)
+        out = first if out is None else out
+        div = div + (rows * cot).flatten(2).sum(2).sum(0)
+    return out, div
+
+
+def exact_divergence(
+    v: Field,
+    x: Tensor,
+    chunk_size: int | None = None,
+    *,
+    batching: str | Batching = "auto",
+    stacked: Field | None = None,
+) -> tuple[Tensor, Tensor]:
     """``(v(x), tr J_v(x))`` with the trace exact, shape ``(batch,)``.
 
     One forward pass, then the ``D`` vector-Jacobian products :math:`e_i^\top J_v` batched with
     :func:`torch.func.vmap` over :func:`torch.func.vjp` (a plain loop of backward passes for
-    ``D <= 4``, where vmap's overhead dominates).
+    ``D <= 4``, where vmap's overhead dominates). For a network vmap cannot batch, the
+    replicated method of the module docstring: ``ceil(D / k)`` forward and backward passes on
+    ``k * batch`` rows, ``k = chunk_size``.
 
     Args:
         v: per-sample vector field, ``(batch, *S) -> (batch, *S)``.
         x: points, shape ``(batch, *S)``.
         chunk_size: how many of the ``D`` basis directions are pushed through the backward
-            pass at once (None: all of them); memory grows like ``chunk_size * batch * D``.
+            pass at once (None: all of them); memory grows like ``chunk_size * batch * D``
+            (replicated: also the network's activations on ``chunk_size * batch`` rows).
+        batching: ``"auto"``, ``"vmap"``, ``"replicate"``, or a :class:`Batching` whose
+            decision is shared across calls (as in one ODE solve).
+        stacked: the field on ``k`` stacked copies of the batch, ``(k * batch, *S) -> (k * batch, *S)``,
+            for the replicated method (default ``v``, which must then accept any number of rows).
     """
     sample_shape = x.shape[1:]
     d = x[0].numel()
@@ -81,20 +178,29 @@ def exact_divergence(v: Field, x: Tensor, chunk_size: int | None = None) -> tupl
                 div = div + row.flatten(1)[:, i]
         return out.detach(), div
 
-    out, vjp_fn = torch.func.vjp(v, x)
-    basis = torch.eye(d, dtype=x.dtype, device=x.device).reshape(d, 1, *sample_shape)
+    def batched() -> tuple[Tensor, Tensor]:
+        out, vjp_fn = torch.func.vjp(v, x)
+        basis = torch.eye(d, dtype=x.dtype, device=x.device).reshape(d, 1, *sample_shape)
 
-    def diagonal_entry(e: Tensor) -> Tensor:
-        # e_i^T J: row i of every sample's Jacobian; keep its i-th entry.
-        (row,) = vjp_fn(e.expand_as(x))
-        return (row * e).flatten(1).sum(1)
+        def diagonal_entry(e: Tensor) -> Tensor:
+            # e_i^T J: row i of every sample's Jacobian; keep its i-th entry.
+            (row,) = vjp_fn(e.expand_as(x))
+            return (row * e).flatten(1).sum(1)
 
-    diag = torch.func.vmap(diagonal_entry, chunk_size=chunk_size)(basis)  # (D, batch)
-    return out, diag.sum(0)
+        diag = torch.func.vmap(diagonal_entry, chunk_size=chunk_size)(basis)  # (D, batch)
+        return out, diag.sum(0)
+
+    return as_batching(batching).run(batched, lambda: _exact_replicated(stacked or v, x, chunk_size))
 
 
 def hutchinson_divergence(
-    v: Field, x: Tensor, probes: Tensor, chunk_size: int | None = None
+    v: Field,
+    x: Tensor,
+    probes: Tensor,
+    chunk_size: int | None = None,
+    *,
+    batching: str | Batching = "auto",
+    stacked: Field | None = None,
 ) -> tuple[Tensor, Tensor]:
     r"""``(v(x), mean_k eps_k^T J_v(x) eps_k)``: the Hutchinson estimate, shape ``(batch,)``.
 
@@ -107,6 +213,8 @@ def hutchinson_divergence(
         probes: ``(n_probes, batch, *S)`` directions with identity second moment
             (see :func:`draw_probes`).
         chunk_size: how many probes go through the backward pass at once (None: all).
+        batching, stacked: as for :func:`exact_divergence` (several probes at once need vmap,
+            or the replicated method).
     """
     n = probes.shape[0]
     step = n if chunk_size is None else min(chunk_size, n)
@@ -115,18 +223,31 @@ def hutchinson_divergence(
             y, out = _with_graph(v, x)
             row = _vjp(out, y, probes[0], batched=False, retain=False)
         return out.detach(), (row * probes[0]).flatten(1).sum(1)
-    with torch.enable_grad():
-        y, out = _with_graph(v, x)
-        total = x.new_zeros(x.shape[0])
+
+    def batched() -> tuple[Tensor, Tensor]:
+        with torch.enable_grad():
+            y, out = _with_graph(v, x)
+            total = x.new_zeros(x.shape[0])
+            for start in range(0, n, step):
+                eps = probes[start : start + step]
+                last = start + step >= n
+                if eps.shape[0] == 1:
+                    rows = _vjp(out, y, eps[0], batched=False, retain=not last)[None]
+                else:
+                    rows = _vjp(out, y, eps, batched=True, retain=not last)
+                total = total + (rows * eps).flatten(2).sum(2).sum(0)
+        return out.detach(), total / n
+
+    def replicated() -> tuple[Tensor, Tensor]:
+        out, total = None, x.new_zeros(x.shape[0])
         for start in range(0, n, step):
             eps = probes[start : start + step]
-            last = start + step >= n
-            if eps.shape[0] == 1:
-                rows = _vjp(out, y, eps[0], batched=False, retain=not last)[None]
-            else:
-                rows = _vjp(out, y, eps, batched=True, retain=not last)
+            first, rows = _replicated_vjps(stacked or v, x, eps)
+            out = first if out is None else out
             total = total + (rows * eps).flatten(2).sum(2).sum(0)
-    return out.detach(), total / n
+        return out, total / n
+
+    return as_batching(batching).run(batched, replicated)
 
 
 def check_score_differentiable(score_fn: Callable[[Tensor, Tensor], Tensor], x: Tensor, t: Tensor) -> None:

@@ -27,7 +27,7 @@ from torch import Tensor
 from ..errors import ArgumentError, ODESolveError, ScoreSDEError, check_choice
 from ..sde import SDE, VESDE, LinearSDE, ScoreFn, call_score
 from .clock import clock_for
-from .divergence import exact_divergence, hutchinson_divergence
+from .divergence import Batching, exact_divergence, hutchinson_divergence
 
 TRACE_TYPES = ("exact", "hutchinson")
 
@@ -66,6 +66,10 @@ class ProbabilityFlow:
         trace: None (drift only), ``"exact"`` or ``"hutchinson"``.
         probes: for Hutchinson, the fixed probes ``(n, batch, *S)`` used for the whole solve.
         chunk_size: basis directions (exact) or probes (Hutchinson) per vmap chunk.
+
+    ``batching`` (a :class:`~scoresde.likelihood.divergence.Batching`) decides at the first
+    evaluation whether the vector-Jacobian products go through vmap or through the replicated
+    batch (networks vmap cannot batch, e.g. diffusers UNets), once for the whole solve.
     """
 
     def __init__(
@@ -82,6 +86,7 @@ class ProbabilityFlow:
         self.trace = trace
         self.probes = probes
         self.chunk_size = chunk_size
+        self.batching = Batching("auto")
         # the integration variable and interval: solve_path sets both for each solve's direction
         self.clock = clock_for(sde)
         self.t_lo, self.t_hi = 0.0, float(sde.T)
@@ -135,10 +140,15 @@ class ProbabilityFlow:
             out = v(x)
             self._record(t, out)
             return out
+        # the field on k stacked copies of the batch, for the replicated divergence
+        def stacked(y: Tensor) -> Tensor:
+            return self.field(y, t, t.expand(y.shape[0]).contiguous(), scale)(y)
+
+        kw = dict(batching=self.batching, stacked=stacked)
         if self.trace == "exact":
-            out, div = exact_divergence(v, x, self.chunk_size)
+            out, div = exact_divergence(v, x, self.chunk_size, **kw)
         else:
-            out, div = hutchinson_divergence(v, x, self.probes, self.chunk_size)
+            out, div = hutchinson_divergence(v, x, self.probes, self.chunk_size, **kw)
         self._record(t, out, div)
         return out, div
 
