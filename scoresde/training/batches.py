@@ -1,4 +1,5 @@
-"""The Trainer's data stream: seeded per-epoch permutations over a Tensor or a map-style Dataset."""
+"""The Trainer's data stream: seeded per-epoch permutations over a Tensor or a map-style Dataset,
+and the class labels of the same rows for a class-conditional model."""
 
 from __future__ import annotations
 
@@ -22,6 +23,10 @@ class _Batches:
     A data set may define ``train_batch(indices, generator) -> Tensor`` (fast fetching with
     randomised dequantisation); a ``TensorDataset`` is indexed directly; any other data set is
     read item by item (the first element of tuple items, e.g. ``(image, label)``).
+
+    Labels (:meth:`fetch_labels`) come from a data set's ``labels`` tensor (``TensorData``,
+    ``ImageData``, ``digits_dataset``, ``MixtureDataset``), the second tensor of a
+    ``TensorDataset``, or the second element of tuple items.
     """
 
     def __init__(self, data, seed: int):
@@ -73,6 +78,38 @@ class _Batches:
             got = x.dtype if isinstance(x, Tensor) else type(x).__name__
             raise ArgumentError(f"data must give floating-point tensors, got {got}")
         return x
+
+    @property
+    def labels(self) -> Tensor | None:
+        """All the data's labels ``(N,)`` when it holds them as a tensor (None otherwise)."""
+        d = self.data
+        y = getattr(d, "labels", None)
+        if isinstance(y, Tensor):
+            return y
+        tensors = getattr(d, "tensors", None)
+        if isinstance(tensors, (tuple, list)) and len(tensors) >= 2 and isinstance(tensors[1], Tensor):
+            return tensors[1]
+        return None
+
+    @property
+    def has_labels(self) -> bool:
+        """Whether :meth:`fetch_labels` can serve labels (a labels tensor, or ``(x, label)`` items)."""
+        if isinstance(self.data, Tensor):
+            return False
+        if self.labels is not None:
+            return True
+        if hasattr(self.data, "labels") or hasattr(self.data, "tensors") or hasattr(self.data, "train_batch"):
+            return False  # declared without labels
+        item = self.data[0]
+        return isinstance(item, (tuple, list)) and len(item) >= 2
+
+    def fetch_labels(self, idx: Tensor) -> Tensor:
+        """The class labels of rows ``idx``, shape ``(len(idx),)`` (as stored: the caller checks them)."""
+        y = self.labels
+        if y is None:  # (x, label) items, read one by one
+            items = [self.data[int(i)] for i in idx]
+            return torch.stack([torch.as_tensor(it[1]) for it in items])  # checked by the caller
+        return y[idx.to(y.device)]
 
     def state_dict(self) -> dict[str, Any]:
         return {"generator": self.generator.get_state(), "perm": self.perm, "pos": self.pos}

@@ -184,8 +184,8 @@ class _Dispatch(torch.nn.Module):
         super().__init__()
         self.module = module
 
-    def forward(self, x, t, method: str = "__call__"):
-        return self.module(x, t) if method == "__call__" else getattr(self.module, method)(x, t)
+    def forward(self, x, t, method: str = "__call__", **kwargs):  # kwargs: e.g. class labels y=
+        return self.module(x, t, **kwargs) if method == "__call__" else getattr(self.module, method)(x, t, **kwargs)
 
 
 _MODULE_NAMES = frozenset(dir(torch.nn.Module))
@@ -205,11 +205,11 @@ class DDPView:
         ids = [device] if device.type == "cuda" else None
         self.ddp = DistributedDataParallel(_Dispatch(module), device_ids=ids)
 
-    def __call__(self, x, t):
-        return self.ddp(x, t)
+    def __call__(self, x, t, **kwargs):
+        return self.ddp(x, t, **kwargs)
 
     def __getattr__(self, name: str):
         attr = getattr(self.module, name)
         if callable(attr) and name not in _MODULE_NAMES and not name.startswith("_") and hasattr(type(self.module), name):
-            return lambda x, t: self.ddp(x, t, name)
+            return lambda x, t, **kwargs: self.ddp(x, t, name, **kwargs)
         return attr

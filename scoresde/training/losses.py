@@ -32,6 +32,13 @@ equal (up to a constant) to :math:`\tfrac12\mathbb E\,\lambda\|s_\theta - \nabla
 
 Every loss here is a callable ``loss(model, x0, generator) -> Tensor`` of per-sample values,
 shape ``(batch,)``; the :class:`~scoresde.training.Trainer` averages it.
+
+**Class labels.** Called with ``y=labels`` (shape ``(batch,)``), a loss trains a class-conditional
+model :math:`s_\theta(x, t \mid y)`: the same objective with the model called as
+``model(x_t, t, y=labels)``. With ``label_dropout`` :math:`= p`, each label is replaced by the
+model's null class (``model.num_classes``) with probability :math:`p`, drawn from the loss's
+generator, so one network learns :math:`\nabla\log p_t(x \mid y)` and, on the dropped rows,
+:math:`\nabla\log p_t(x)` -- the pair classifier-free guidance combines (Ho & Salimans 2022).
 """
 
 from __future__ import annotations
@@ -49,11 +56,32 @@ from ..errors import (
     check_float_tensor,
     check_int,
     check_positive,
+    check_range,
 )
 from ..sde import SDE, LinearSDE, torchsde_integrate
 from ..sde.base import expand_to
 
 WEIGHTINGS = ("sigma2", "likelihood")
+
+
+def drop_labels(model: Callable, y: Tensor, p: float, generator, *, total: int | None = None,
+                rows: slice | None = None) -> Tensor:
+    """``y`` with each label replaced by the model's null class (``model.num_classes``) with
+    probability ``p``; the draws cover ``total`` rows of which ``rows`` are kept (the shards of a
+    data-parallel step draw as one process would)."""
+    if p == 0:
+        return y
+    null = getattr(model, "num_classes", None)
+    if not isinstance(null, int) or isinstance(null, bool):
+        raise ArgumentError(
+            f"label_dropout={p} needs a class-conditional model with a null class (model.num_classes, e.g. "
+            f"ScoreModel(..., num_classes=K)); got {type(model).__name__} without num_classes"
+        )
+    n = y.shape[0]
+    total = n if total is None else total
+    u = torch.rand(total, generator=generator, device=generator.device if generator is not None else y.device)
+    drop = (u[rows] if rows is not None else u).to(y.device) < p
+    return torch.where(drop, torch.full_like(y, null), y)
 
 
 def _uniform(n: int, lo: float, hi: float, like: Tensor, generator) -> Tensor:
@@ -70,6 +98,7 @@ class DSMLoss:
         importance_sampling: for the likelihood weighting, draw t from :math:`q \propto g^2/\sigma^2`
             (uniform in log-SNR) instead of uniformly; ignored for ``"sigma2"``.
         eps: smallest training time (default ``sde.eps``).
+        label_dropout: probability of replacing a label by the null class (when called with ``y``).
     """
 
     def __init__(
@@ -79,6 +108,7 @@ class DSMLoss:
         *,
         importance_sampling: bool = True,
         eps: float | None = None,
+        label_dropout: float = 0.0,
     ):
         if not isinstance(sde, LinearSDE):
             raise ArgumentError(
@@ -91,11 +121,14 @@ class DSMLoss:
         self.weighting = weighting
         self.importance_sampling = bool(importance_sampling) and weighting == "likelihood"
         self.eps = eps
+        self.label_dropout = check_range("label_dropout", label_dropout, 0.0, 1.0, low_closed=True)
         ends = sde.log_snr(torch.tensor([eps, sde.T], dtype=torch.float64))
         self._lam_eps, self._lam_T = float(ends[0]), float(ends[1])
         self.config = {
             "loss": "dsm", "weighting": weighting, "importance_sampling": self.importance_sampling, "eps": eps,
         }
+        if self.label_dropout:  # recorded only when set: configs of runs without labels stay as they were
+            self.config["label_dropout"] = self.label_dropout
 
     def sample_t(self, n: int, like: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
         """Draw ``n`` times and the factors :math:`w` with
@@ -122,8 +155,10 @@ class DSMLoss:
         generator: torch.Generator | None = None,
         *,
         shard: tuple[int, int] | None = None,
+        y: Tensor | None = None,
     ) -> Tensor:
-        """Per-sample losses of ``x0``, shape ``(batch,)``.
+        """Per-sample losses of ``x0``, shape ``(batch,)``; ``y``: class labels of shape ``(batch,)``
+        for a class-conditional model (see the module doc).
 
         ``shard=(start, total)``: ``x0`` holds rows ``[start, start + batch)`` of a global batch
         of ``total``; the times and noise are drawn for all ``total`` rows (cheap next to the
@@ -143,7 +178,11 @@ class DSMLoss:
         t, w, noise = t[rows], w[rows], noise[rows]
         alpha, sigma = (expand_to(v, x0) for v in self.sde.marginal(t))
         xt = alpha * x0 + sigma * noise
-        eps_hat = model.eps(xt, t) if hasattr(model, "eps") else -sigma * model(xt, t)
+        if y is None:
+            eps_hat = model.eps(xt, t) if hasattr(model, "eps") else -sigma * model(xt, t)
+        else:  # the dropout draws come after the noise: an unconditional run's stream is untouched
+            y = drop_labels(model, y, self.label_dropout, generator, total=total, rows=rows)
+            eps_hat = model.eps(xt, t, y=y) if hasattr(model, "eps") else -sigma * model(xt, t, y=y)
         err = (eps_hat - noise).flatten(1).square().sum(1)  # ||sigma s + n||^2 = ||n - eps_hat||^2
         return 0.5 * w * err
 
@@ -163,6 +202,7 @@ class SlicedScoreMatchingLoss:
         dt: Euler-Maruyama step for the simulation.
         n_projections: number of random directions :math:`v` per sample.
         weighting: :math:`\lambda(t)`, a callable ``t -> Tensor`` (default 1).
+        label_dropout: probability of replacing a label by the null class (when called with ``y``).
     """
 
     def __init__(
@@ -174,6 +214,7 @@ class SlicedScoreMatchingLoss:
         dt: float = 0.01,
         n_projections: int = 1,
         weighting: Callable[[Tensor], Tensor] | None = None,
+        label_dropout: float = 0.0,
     ):
         if not isinstance(sde, SDE):
             raise ArgumentError(f"sde must be a scoresde.SDE, got {type(sde).__name__}")
@@ -186,7 +227,10 @@ class SlicedScoreMatchingLoss:
         self.sde, self.n_times, self.t_min, self.dt = sde, n_times, t_min, dt
         self.n_projections = n_projections
         self.weighting = weighting
+        self.label_dropout = check_range("label_dropout", label_dropout, 0.0, 1.0, low_closed=True)
         self.config = {"loss": "ssm", "n_times": n_times, "t_min": t_min, "dt": self.dt, "n_projections": n_projections}
+        if self.label_dropout:
+            self.config["label_dropout"] = self.label_dropout
 
     def simulate(self, x0: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
         """Draw ``(x_t, t)``: one forward simulation, each sample at a uniformly chosen grid time."""
@@ -201,15 +245,19 @@ class SlicedScoreMatchingLoss:
         xt = path[idx, torch.arange(n, device=x0.device)]
         return xt, times[idx]
 
-    def __call__(self, model: Callable, x0: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    def __call__(self, model: Callable, x0: Tensor, generator: torch.Generator | None = None, *,
+                 y: Tensor | None = None) -> Tensor:
         check_float_tensor("x0", x0)
         if x0.dim() < 1 or x0.shape[0] == 0:
             raise ArgumentError(f"x0 must have a non-empty batch dimension, got shape {tuple(x0.shape)}")
         xt, t = self.simulate(x0, generator)
+        if y is not None:
+            y = drop_labels(model, y, self.label_dropout, generator)
+        call = model if y is None else (lambda x_, t_: model(x_, t_, y=y))
         total = torch.zeros(x0.shape[0], dtype=x0.dtype, device=x0.device)
         with torch.enable_grad():
             xt = xt.detach().requires_grad_(True)
-            s = model(xt, t)
+            s = call(xt, t)
             for _ in range(self.n_projections):
                 v = torch.randn(xt.shape, generator=generator, device=xt.device, dtype=xt.dtype)
                 (jv,) = torch.autograd.grad((s * v).sum(), xt, create_graph=True)

@@ -10,6 +10,13 @@ over a batch drawn from the data:
 4. backward, gradient-norm clipping, AdamW step, learning-rate schedule (linear warm-up, then
    constant or cosine decay), EMA update.
 
+**Class-conditional models.** When the model has a ``num_classes`` (e.g.
+``ScoreModel(..., num_classes=K)``), the data must carry labels (see
+:class:`~scoresde.training.batches._Batches`), checked once to lie in ``[0, K)``, and step 2 is
+``loss_fn(model, x0, generator, y=labels)`` with the labels of the same rows (label dropout for
+classifier-free guidance is the loss's, e.g. ``DSMLoss(sde, label_dropout=0.1)``). A model
+without ``num_classes`` trains as before, whatever labels the data carry.
+
 All randomness comes from generators seeded by ``seed`` (data order; the loss's noise and
 times) plus the global RNG (e.g. dropout), and every one of their states is in the
 checkpoint, so a run resumed from a checkpoint reproduces the uninterrupted run exactly on
@@ -41,6 +48,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import inspect
 import json
 import time
 import warnings
@@ -52,7 +60,14 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from ..errors import ArgumentError, CheckpointError, RunFolderError, TrainingDivergedError, check_device
+from ..errors import (
+    ArgumentError,
+    CheckpointError,
+    RunFolderError,
+    TrainingDivergedError,
+    check_device,
+    check_labels,
+)
 from . import distributed as _dist
 from .batches import _Batches, _describe
 from .checkpoint import (
@@ -150,6 +165,7 @@ class Trainer:
         # global RNG: dropout and anything the loss draws without a generator (per rank in a group)
         torch.manual_seed(cfg.seed if self.dist.rank == 0 else _dist.rank_seed(cfg.seed, self.dist.rank, 0))
         self.batches = _Batches(data, cfg.seed)
+        self.num_classes = self._check_labels(model, loss_fn)
         self.generator = torch.Generator(device=self.device).manual_seed(cfg.seed + 1)
         self._rank_generator = torch.Generator(device=self.device)  # re-seeded per step, see train_step
         self.optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
@@ -168,9 +184,38 @@ class Trainer:
                                 f"metadata): {err}") from None
 
     # ---- set-up checks and configuration ---------------------------------------------------
+    def _check_labels(self, model: nn.Module, loss_fn: Callable) -> int | None:
+        """The model's number of classes (None: unconditional), with the data's labels and the loss checked."""
+        k = getattr(model, "num_classes", None)
+        if not isinstance(k, int) or isinstance(k, bool):
+            return None
+        data = _describe(self.batches.data)
+        if not self.batches.has_labels:
+            raise ArgumentError(
+                f"the model is class-conditional (num_classes={k}) but the data ({data}) carry no class labels: "
+                f"give labelled data, e.g. TensorData(x, labels=y) or digits_dataset()"
+            )
+        if self.batches.labels is not None:  # all of them, once (item-by-item labels: per batch)
+            check_labels("labels", self.batches.labels, k, batch=self.batches.n)
+        try:
+            params = inspect.signature(loss_fn).parameters.values()
+        except (TypeError, ValueError):
+            params = None
+        if params is not None and not any(p.name == "y" or p.kind is p.VAR_KEYWORD for p in params):
+            raise ArgumentError(
+                f"loss_fn must take the class labels as loss_fn(model, x0, generator, y=labels) to train a "
+                f"class-conditional model (num_classes={k}); {type(loss_fn).__name__} has no argument y"
+            )
+        return k
+
+    def _labels(self, idx: Tensor) -> Tensor:
+        y = check_labels("labels", self.batches.fetch_labels(idx), self.num_classes, batch=idx.shape[0])
+        return y.to(self.device, non_blocking=True)
+
     def _check_data_against_model(self) -> None:
         idx = torch.arange(min(2, self.batches.n))
         x = self._to_device(self.batches.fetch(idx, torch.Generator().manual_seed(0)))
+        labels = {} if self.num_classes is None else {"y": self._labels(idx)}
         was_training = self.model.training
         self.model.eval()  # no dropout draws: the check must not touch the RNG streams
         try:
@@ -179,7 +224,7 @@ class Trainer:
                 sde = getattr(self.model, "sde", None)
                 if sde is not None:
                     t = t * sde.T
-                out = self.model(x, t)
+                out = self.model(x, t, **labels)
         except Exception as err:
             raise ArgumentError(
                 f"the model rejects the data: a batch of shape {tuple(x.shape)} from {_describe(self.batches.data)} "
@@ -487,15 +532,16 @@ class Trainer:
         else:
             x0 = self.batches.fetch(idx[start:stop], self.generator)
         x0 = self._to_device(x0)
+        labels = {} if self.num_classes is None else {"y": self._labels(idx[start:stop])}
         self.model.train()
         with torch.autocast(self.device.type, dtype=self._amp_dtype, enabled=cfg.amp):
             if not self.dist.enabled:
-                losses = self.loss_fn(self.model, x0, self.generator)
+                losses = self.loss_fn(self.model, x0, self.generator, **labels)
             elif self._shardable:  # the loss draws the global batch's noise and keeps our rows
-                losses = self.loss_fn(self._loss_model, x0, self.generator, shard=(start, cfg.batch_size))
+                losses = self.loss_fn(self._loss_model, x0, self.generator, shard=(start, cfg.batch_size), **labels)
             else:
                 gen = self._rank_generator.manual_seed(_dist.rank_seed(cfg.seed + 1, self.dist.rank, self.step))
-                losses = self.loss_fn(self._loss_model, x0, gen)
+                losses = self.loss_fn(self._loss_model, x0, gen, **labels)
         if not isinstance(losses, Tensor) or losses.dim() > 1:
             raise ArgumentError(f"loss_fn must return per-sample losses of shape (batch,), got {getattr(losses, 'shape', losses)}")
         # reduce in at least float32 (half-precision losses under autocast), keep float64 as is
