@@ -25,7 +25,7 @@ from ..errors import (
 )
 from ..sde import SDE, LinearSDE
 from .base import NoiseSource, Sampler, SampleResult, ScoreFn, SolveContext, make_sampler
-from .conditioning import INPAINT_METHODS, Inpainting
+from .conditioning import INPAINT_METHODS, Inpainting, check_cond, conditional_score
 from .grids import time_grid
 
 
@@ -96,6 +96,8 @@ def sample(
     mask: Tensor | None = None,
     known: Tensor | None = None,
     inpaint: str = "replacement",
+    cond: Tensor | int | Sequence[int] | None = None,
+    guidance: float | None = None,
     check_every: int = 100,
     differentiable: bool = False,
     **options,
@@ -129,6 +131,15 @@ def sample(
         mask, known: inpainting: True where the value is known, and the known values
             (broadcast to ``shape``); ``inpaint`` is ``"replacement"`` or ``"tweedie"``
             (see :mod:`scoresde.sampling.conditioning`).
+        cond: class labels for a class-conditional ``score_fn(x, t, y=labels)`` (e.g. a
+            ``ScoreModel(..., num_classes=K)``): one label for every sample, or a LongTensor of
+            shape ``(batch,)``, values in ``[0, K)``; shape ``(batch, m)`` composes ``m`` conditions
+            per sample (:func:`~scoresde.sampling.conditioning.conditional_score`).
+        guidance: the classifier-free guidance weight :math:`w` (needs ``cond``; default 1): the
+            score is :math:`s(x,t) + w\,(s(x,t\mid y) - s(x,t))`, so ``guidance=1`` samples the
+            conditional model, ``0`` the unconditional one (``score_fn(x, t)``, the null class) and
+            ``w > 1`` sharper conditioning. For ``w`` other than 0 and 1 each counted evaluation
+            (``nfe``) calls ``score_fn`` twice, conditional and unconditional.
         check_every: read the non-finite flag on the host every this many steps (0: at the end only).
         differentiable: run with autograd recording, so that ``result.x`` can be differentiated with
             respect to the score's parameters or ``x_start`` (memory then grows with the steps). By
@@ -162,6 +173,7 @@ def sample(
     check_every = check_int("check_every", check_every, minimum=0)
     rho = check_positive("rho", rho)
     check_choice("inpaint", inpaint, INPAINT_METHODS)
+    labels, weight = check_cond(score_fn, cond, guidance, shape[0])
 
     # the starting state fixes the default dtype and device
     if x_init is not None and x_start is not None:
@@ -205,14 +217,16 @@ def sample(
     with torch.set_grad_enabled(differentiable):
         x = _initial_state(sde, shape, times[0], x_start, x_init, noise, dtype, device)
 
-        # conditioning
+        # conditioning: class labels first, then constraints on top of the (guided) score
         fn, project, inp = score_fn, None, None
+        if labels is not None:
+            fn = conditional_score(score_fn, labels.to(device), weight)
         if mask is not None or known is not None:
             if mask is None or known is None:
                 raise ArgumentError("inpainting needs both mask and known")
             inp = Inpainting(sde, shape, mask, known, inpaint, dtype, device)
             if inpaint == "tweedie":
-                fn = inp.conditional_score(score_fn)
+                fn = inp.conditional_score(fn)
             else:
                 if not smp.supports_projection:
                     raise ArgumentError(

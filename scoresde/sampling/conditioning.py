@@ -21,18 +21,50 @@ sample the unknown coordinates from :math:`p(x_u \mid x_k = y)`.
   per known coordinate (so for low-dimensional problems or few known values), needs a
   differentiable ``score_fn``, and works with every sampler.
 
-**Guidance.** :func:`classifier_guidance` adds :math:`w\nabla_x\log p_t(y \mid x)`;
-:func:`classifier_free_guidance` returns :math:`s_u + w(s_c - s_u)`.
+**Guidance.** One convention everywhere: the guidance weight :math:`w` multiplies the
+conditioning term, so :math:`w = 0` is the unconditional model, :math:`w = 1` the conditional
+one and :math:`w > 1` sharper conditioning.
+
+* :func:`classifier_guidance` (Dhariwal & Nichol 2021): :math:`s(x,t) + w\,\nabla_x\log p_t(y\mid x)`,
+  with a time-dependent classifier :math:`p_t(y \mid x_t)` (e.g.
+  :class:`~scoresde.training.NoisyClassifier`, trained on noised data).
+* :func:`classifier_free_guidance` (Ho & Salimans 2022): :math:`s_u + w\,(s_c - s_u)` from two
+  score functions; :func:`conditional_score` the same from one class-conditional
+  ``score_fn(x, t, y=labels)`` (what ``sample(..., cond=labels, guidance=w)`` uses).
+
+Since :math:`\nabla\log p_t(x\mid y) = \nabla\log p_t(x) + \nabla\log p_t(y\mid x)`, both at
+:math:`w = 1` with exact ingredients give the exact conditional :math:`p_0(x \mid y)`. For
+:math:`w \ne 1` the guided score is that of :math:`p_t(x)\,p_t(y\mid x)^w`, a family that is not
+the diffusion of one distribution: the samples are sharper than :math:`p_0(x \mid y)` but are not
+exactly :math:`p_0(x)\,p_0(y \mid x)^w / Z`.
+
+**Composition** ("mixing scores"). Several conditions at once: with labels
+:math:`y_1, \dots, y_m` per sample,
+
+.. math:: s(x, t) + w \sum_j \big(s(x, t \mid y_j) - s(x, t)\big)
+   = \nabla\log\Big[p_t(x) \prod_j \Big(\frac{p_t(x\mid y_j)}{p_t(x)}\Big)^{w}\Big],
+
+and for :math:`w = 1` the target is :math:`p_0(x \mid y_1, \dots, y_m)` exactly when the
+conditions are independent given :math:`x_t` at every noise level,
+:math:`p_t(y_1,\dots,y_m\mid x) = \prod_j p_t(y_j\mid x)` -- e.g. conditions on independent
+groups of coordinates. Conditions independent given the clean :math:`x_0` only are not enough:
+noise couples them, and the composed sampler is then an approximation.
+:func:`compose_scores` forms :math:`\sum_i w_i s_i` (a product of models
+:math:`\prod_i p_i^{w_i}`; exact at :math:`t = 0` only, for the same reason: the diffusion of a
+product is not the product of the diffusions) or, with a ``base``,
+:math:`s_b + \sum_i w_i (s_i - s_b)`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import inspect
+import numbers
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
 
-from ..errors import ArgumentError, check_callable, check_choice, check_real
+from ..errors import ArgumentError, check_callable, check_choice, check_labels, check_real
 from ..sde import SDE, LinearSDE
 from .base import ScoreFn, per_sample
 
@@ -84,6 +116,118 @@ def classifier_free_guidance(cond_score_fn: ScoreFn, uncond_score_fn: ScoreFn, s
         return s_u + w * (cond_score_fn(x, t) - s_u)
 
     return cfg_score
+
+
+def _takes_labels(score_fn) -> bool | None:
+    """Whether ``score_fn`` can be called as ``score_fn(x, t, y=...)`` (None: cannot tell)."""
+    try:
+        params = inspect.signature(score_fn).parameters.values()
+    except (TypeError, ValueError):
+        return None
+    return any(p.name == "y" or p.kind is p.VAR_KEYWORD for p in params)
+
+
+def check_cond(score_fn, cond, guidance, batch: int) -> tuple[Tensor | None, float]:
+    """``sample``'s ``cond=`` and ``guidance=``, checked: the labels as int64 of shape ``(batch,)`` or
+    ``(batch, m)`` (an integer is every sample's label) and the weight (default 1)."""
+    if cond is None:
+        if guidance is not None:
+            raise ArgumentError(
+                "guidance needs cond=: the class labels to guide towards (guidance weighs a class-conditional "
+                "model's conditional score against its unconditional one)"
+            )
+        return None, 1.0
+    w = 1.0 if guidance is None else check_real("guidance", guidance)
+    k = getattr(score_fn, "num_classes", "absent")
+    if k is None:
+        raise ArgumentError(
+            f"cond: score_fn ({type(score_fn).__name__}) is an unconditional model (num_classes=None); cond= and "
+            f"guidance= need a class-conditional one, e.g. ScoreModel(UNet(..., num_classes=K), sde)"
+        )
+    if k == "absent" and _takes_labels(score_fn) is False:
+        raise ArgumentError(
+            f"cond: score_fn must take class labels as score_fn(x, t, y=labels); {getattr(score_fn, '__name__', type(score_fn).__name__)} "
+            f"has no argument y"
+        )
+    if isinstance(cond, numbers.Integral) and not isinstance(cond, bool):
+        cond = torch.full((batch,), int(cond), dtype=torch.long)
+    elif isinstance(cond, Sequence) and not isinstance(cond, (str, bytes)):
+        try:
+            cond = torch.as_tensor(cond)
+        except (TypeError, ValueError, RuntimeError):
+            raise ArgumentError(f"cond must be class labels (integers), got {cond!r:.80}") from None
+    if isinstance(cond, Tensor) and cond.dim() == 0:
+        cond = cond.expand(batch)
+    if not isinstance(cond, Tensor) or cond.dim() not in (1, 2) or cond.shape[0] != batch:
+        got = tuple(cond.shape) if isinstance(cond, Tensor) else repr(cond)
+        raise ArgumentError(
+            f"cond must be a class label, or labels of shape ({batch},) (one per sample) or ({batch}, m) "
+            f"(m conditions composed), got {got}"
+        )
+    num = k if isinstance(k, int) and not isinstance(k, bool) else 2**62  # unknown K: labels >= 0 at least
+    for j in range(cond.shape[1] if cond.dim() == 2 else 1):
+        check_labels("cond", cond[:, j] if cond.dim() == 2 else cond, num, batch=batch)
+    return cond.long(), w
+
+
+def conditional_score(score_fn: Callable[..., Tensor], labels: Tensor, guidance: float = 1.0) -> ScoreFn:
+    r"""The guided score of a class-conditional ``score_fn(x, t, y=labels)`` (classifier-free guidance).
+
+    For labels of shape ``(batch,)``:
+    :math:`s_w = s(x, t) + w\,ig(s(x, t \mid y) - s(x, t)ig)`, with :math:`s(x, t)` =
+    ``score_fn(x, t)`` the unconditional score; ``guidance`` :math:`w = 1` is the conditional
+    score (one evaluation), 0 the unconditional one (one evaluation), anything else costs two.
+    For labels of shape ``(batch, m)`` the ``m`` conditions are composed,
+    :math:`s + w \sum_j (s(\cdot \mid y_j) - s)` (``m + 1`` evaluations; see the module doc for when
+    that is exact).
+    """
+    check_callable("score_fn", score_fn, "score_fn(x, t, y=labels)")
+    w = check_real("guidance", guidance)
+    cols = [labels] if labels.dim() == 1 else list(labels.unbind(1))
+    if len(cols) == 1 and w == 1.0:
+        def cond_score(x: Tensor, t: Tensor) -> Tensor:
+            return score_fn(x, t, y=labels)
+        return cond_score
+    if w == 0.0:
+        def uncond_score(x: Tensor, t: Tensor) -> Tensor:
+            return score_fn(x, t)
+        return uncond_score
+
+    def guided_score(x: Tensor, t: Tensor) -> Tensor:
+        s_u = score_fn(x, t)
+        return s_u + w * sum(score_fn(x, t, y=y) - s_u for y in cols)
+
+    return guided_score
+
+
+def compose_scores(score_fns: Sequence[ScoreFn], weights: Sequence[float] | None = None, *,
+                   base: ScoreFn | None = None) -> ScoreFn:
+    r"""Score composition: :math:`\sum_i w_i s_i` (the product of models :math:`\prod_i p_i^{w_i}`)
+    or, with ``base`` :math:`s_b`, :math:`s_b + \sum_i w_i (s_i - s_b)`.
+
+    ``weights`` default to 1 each. Exact only where the module doc says; each call evaluates every
+    score function once.
+    """
+    if isinstance(score_fns, (str, bytes)) or not isinstance(score_fns, Sequence) or not score_fns:
+        raise ArgumentError(f"score_fns must be a non-empty sequence of score functions, got {score_fns!r:.80}")
+    for i, fn in enumerate(score_fns):
+        check_callable(f"score_fns[{i}]", fn, "score_fn(x, t)")
+    if base is not None:
+        check_callable("base", base, "base(x, t)")
+    if weights is None:
+        ws = [1.0] * len(score_fns)
+    else:
+        if isinstance(weights, (str, bytes)) or not isinstance(weights, Sequence) or len(weights) != len(score_fns):
+            raise ArgumentError(f"weights must be {len(score_fns)} numbers (one per score function), got {weights!r:.80}")
+        ws = [check_real(f"weights[{i}]", v) for i, v in enumerate(weights)]
+
+    def composed_score(x: Tensor, t: Tensor) -> Tensor:
+        if base is None:
+            return sum(w * fn(x, t) for w, fn in zip(ws, score_fns, strict=True))
+        s_b = base(x, t)
+        return s_b + sum(w * (fn(x, t) - s_b) for w, fn in zip(ws, score_fns, strict=True))
+
+    return composed_score
 
 
 class Inpainting:
