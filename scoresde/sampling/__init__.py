@@ -15,7 +15,7 @@ from .base import (
     get_sampler,
     register,
 )
-from .conditioning import classifier_free_guidance, classifier_guidance
+from .conditioning import classifier_free_guidance, classifier_guidance, compose_scores, conditional_score
 from .dpm_solver import DPMSolver
 from .grids import time_grid
 from .heun import Heun
@@ -46,4 +46,6 @@ __all__ = [
     "TorchsdeSampler",
     "classifier_guidance",
     "classifier_free_guidance",
+    "conditional_score",
+    "compose_scores",
 ]

@@ -1,5 +1,6 @@
 """Score-matching losses, the ``Trainer`` (AdamW, EMA, AMP, logs, checked run folders, atomic
-checkpoints), EMA, and ``load_run`` to reload a trained run."""
+checkpoints), EMA, ``load_run`` to reload a trained run, and the noisy classifier for classifier
+guidance."""
 
 from . import distributed
 from .checkpoint import (
@@ -11,6 +12,7 @@ from .checkpoint import (
     read_training_checkpoint,
     save_checkpoint,
 )
+from .classifier import NoisyClassifier, fit_noisy_classifier
 from .config import TrainConfig
 from .ema import EMA
 from .losses import DSMLoss, SlicedScoreMatchingLoss
@@ -36,4 +38,6 @@ __all__ = [
     "list_checkpoints",
     "latest_checkpoint",
     "distributed",
+    "NoisyClassifier",
+    "fit_noisy_classifier",
 ]
