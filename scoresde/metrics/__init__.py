@@ -1,6 +1,15 @@
-"""Sample-quality metrics: two-sample distances and measures against a known Gaussian mixture."""
+"""Sample-quality metrics: two-sample distances, measures against a known Gaussian mixture, and
+the digits classifier's label accuracy and Fréchet feature distance (not Inception FID)."""
 
+from .digits import (
+    DigitsClassifier,
+    digits_classifier,
+    digits_features,
+    digits_frechet_distance,
+    label_accuracy,
+)
 from .distances import energy_distance, mmd, sliced_wasserstein
+from .frechet import frechet_distance, gaussian_frechet_distance
 from .mixture import (
     Chi2Result,
     assign,
@@ -24,4 +33,11 @@ __all__ = [
     "occupancy_chi2",
     "Chi2Result",
     "nll",
+    "frechet_distance",
+    "gaussian_frechet_distance",
+    "DigitsClassifier",
+    "digits_classifier",
+    "digits_features",
+    "label_accuracy",
+    "digits_frechet_distance",
 ]
