@@ -60,6 +60,10 @@ class DPMSolver(Sampler):
         prediction: ``"data"`` (DPM-Solver++, default) or ``"noise"`` (DPM-Solver).
         lower_order_final: for multistep with fewer than 15 steps, drop to lower order on the
             last steps (more stable at few steps, as recommended by Lu et al.).
+        solver_type: the second-order multistep term, ``"taylor"`` (default: :math:`\psi_1(h)\,m'`,
+            the expansion above; diffusers' ``solver_type="heun"``) or ``"midpoint"``
+            (:math:`\tfrac12 h\,\psi_0(h)\,m'`, the 2M form of Lu et al. 2023 and diffusers' default;
+            equal to second order, they differ by :math:`O(h^3)` per step).
 
     The default grid is uniform in log-SNR (``grid="log_snr"``). NFE = steps (multistep) or
     ``order`` x steps (singlestep).
@@ -71,12 +75,13 @@ class DPMSolver(Sampler):
     default_grid = "log_snr"
 
     def __init__(self, order: int = 2, method: str = "multistep", prediction: str = "data",
-                 lower_order_final: bool = True):
+                 lower_order_final: bool = True, solver_type: str = "taylor"):
         self._k = check_int("order", order, 1, 3)
         self.order = float(self._k)
         self.method = check_choice("method", method, _METHODS)
         self.prediction = check_choice("prediction", prediction, _PREDICTIONS)
         self.lower_order_final = check_bool("lower_order_final", lower_order_final)
+        self.solver_type = check_choice("solver_type", solver_type, ("taylor", "midpoint"))
 
     def options(self) -> dict:
         return dict(order=self._k, method=self.method, prediction=self.prediction)
@@ -89,10 +94,14 @@ class DPMSolver(Sampler):
             return (x + s.square() * score) / a
         return -s * score
 
-    def _propagate(self, x: Tensor, a_s, s_s, a_t, s_t, h: Tensor, derivs: list[Tensor]) -> Tensor:
-        """:math:`x_t` from :math:`x_s` given the prediction and its derivatives at :math:`s`."""
+    def _propagate(self, x: Tensor, a_s, s_s, a_t, s_t, h: Tensor, derivs: list[Tensor],
+                   midpoint: bool = False) -> Tensor:
+        """:math:`x_t` from :math:`x_s` given the prediction and its derivatives at :math:`s`
+        (``midpoint``: a first derivative alone weighted by h psi_0 / 2 instead of psi_1)."""
         data = self.prediction == "data"
         phis = _phis(h, data)
+        if midpoint and len(derivs) == 2:
+            phis = (phis[0], 0.5 * h * phis[0])
         acc = sum(p * d for p, d in zip(phis, derivs, strict=False))
         if data:
             return (s_t / s_s) * x + a_t * acc
@@ -150,6 +159,6 @@ class DPMSolver(Sampler):
                 d1 = (hist_m[-2] - hist_m[-3]) / h1
                 c = (d0 - d1) / (h0 + h1)
                 derivs = [m0, d0 + c * h0, 2 * c]
-            x = self._propagate(x, a_s, s_s, a_t, s_t, h, derivs)
+            x = self._propagate(x, a_s, s_s, a_t, s_t, h, derivs, midpoint=self.solver_type == "midpoint")
             x = ctx.step_done(x, times[i + 1])
         return x
