@@ -10,7 +10,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = sorted((ROOT / "examples").glob("*.py"))
 OUTPUTS = {"custom_sde.py": "custom_sde_samples.png", "sde_vs_ode.py": "compare.csv",
-           "digits_bpd.py": "digits_samples.png"}
+           "digits_bpd.py": "digits_samples.png", "digits_conditional.py": "digits_conditional_grid.png"}
 
 
 def test_every_example_is_covered():
