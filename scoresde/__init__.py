@@ -36,7 +36,7 @@ from .sampling import (
     classifier_guidance,
     sample,
 )
-from .sde import SDE, VESDE, VPSDE, LinearSDE, ReverseSDE, SubVPSDE
+from .sde import SDE, VESDE, VPSDE, DiscreteVPSDE, LinearSDE, LinearSDEBase, ReverseSDE, SubVPSDE
 from .training import DSMLoss, Run, SlicedScoreMatchingLoss, TrainConfig, Trainer, load_run
 
 __version__ = "0.1.0"
@@ -51,10 +51,12 @@ __all__ = [
     "RunFolderError",
     "TrainingDivergedError",
     "SDE",
+    "LinearSDEBase",
     "LinearSDE",
     "VPSDE",
     "SubVPSDE",
     "VESDE",
+    "DiscreteVPSDE",
     "ReverseSDE",
     "sample",
     "Sampler",

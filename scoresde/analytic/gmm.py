@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from ..errors import ArgumentError, check_dtype, check_float_tensor, check_int
-from ..sde import SDE, LinearSDE
+from ..sde import SDE, LinearSDEBase
 
 
 def _as_float_tensor(name: str, value, dtype: torch.dtype, device) -> Tensor:
@@ -35,10 +35,10 @@ def _as_float_tensor(name: str, value, dtype: torch.dtype, device) -> Tensor:
         raise ArgumentError(f"{name} must be a tensor or a sequence of numbers, got {value!r:.80}") from None
 
 
-def _require_linear(sde: SDE) -> LinearSDE:
-    if not isinstance(sde, LinearSDE):
+def _require_linear(sde: SDE) -> LinearSDEBase:
+    if not isinstance(sde, LinearSDEBase):
         raise ArgumentError(
-            f"sde must be a LinearSDE (the mixture's p_t is exact only under a closed-form "
+            f"sde must be a LinearSDEBase (a linear SDE: the mixture's p_t is exact only under a closed-form "
             f"Gaussian kernel), got {type(sde).__name__}"
         )
     return sde

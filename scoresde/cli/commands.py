@@ -21,7 +21,7 @@ from ..data import ImageData, MixtureDataset
 from ..errors import check_int, check_optional_int, check_seed, check_tolerance
 from ..likelihood import log_likelihood, nll_bound
 from ..sampling import sample
-from ..sde import VPSDE, LinearSDE
+from ..sde import VPSDE, LinearSDEBase
 from ..training import DSMLoss, SlicedScoreMatchingLoss, Trainer
 from ..training.distributed import shutdown
 from ..training.files import atomic_write
@@ -81,7 +81,7 @@ def train(args: argparse.Namespace) -> int:
     data = build_data(cfg["data"], "train")
     shape = tuple(data[0].shape)
     model = build_model(cfg, sde, shape)
-    if isinstance(sde, LinearSDE):
+    if isinstance(sde, LinearSDEBase):
         loss = DSMLoss(sde, cfg["loss"]["weighting"])
     else:  # no closed-form kernel: sliced score matching on simulated x_t
         loss = SlicedScoreMatchingLoss(sde)
@@ -168,7 +168,7 @@ def likelihood_cmd(args: argparse.Namespace) -> int:
     elif not spec:
         raise CLIError(f"--checkpoint {args.checkpoint!r} records no data set (not trained by `scoresde train`): "
                        f"pass --data")
-    if args.sde_bound and not isinstance(run.sde, LinearSDE):
+    if args.sde_bound and not isinstance(run.sde, LinearSDEBase):
         raise CLIError(f"--sde-bound needs a linear SDE (closed-form marginals); this run's SDE is {run.sde!r}")
     data = build_data(spec, "test", "--data")
     if tuple(data[0].shape) != run.data_shape:
@@ -264,8 +264,8 @@ def compare_cmd(args: argparse.Namespace) -> int:
         sde = make_sde(args.sde or "vp", DEFAULTS["sde"])
         name = args.analytic
     if gmm is not None:
-        if not isinstance(sde, LinearSDE):
-            raise CLIError(f"the exact mixture score needs a LinearSDE, got {type(sde).__name__}")
+        if not isinstance(sde, LinearSDEBase):
+            raise CLIError(f"the exact mixture score needs a linear SDE (LinearSDEBase), got {type(sde).__name__}")
         score_fns["exact"] = gmm.to(device=device, dtype=torch.float32).score_fn(sde)
         reference = gmm.sample(args.n, generator=torch.Generator().manual_seed(args.seed + 7))
         floor = noise_floor(reference, gmm.sample(args.n, generator=torch.Generator().manual_seed(args.seed + 8)))

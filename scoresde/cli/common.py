@@ -39,7 +39,7 @@ from ..errors import (
 )
 from ..models import MLP, PARAMETERIZATIONS, ScoreModel, UNet
 from ..sampling import Sampler, available_samplers, get_sampler
-from ..sde import SDE, VESDE, VPSDE, LinearSDE, SubVPSDE
+from ..sde import SDE, VESDE, VPSDE, LinearSDEBase, SubVPSDE
 from ..training import Run, TrainConfig, load_run
 from ..training.files import remove_stale_temps
 from ..training.losses import WEIGHTINGS
@@ -420,7 +420,7 @@ def check_data_file(name: str | None, what: str) -> None:
 
 def build_model(cfg: dict[str, Any], sde: SDE, shape: tuple[int, ...]) -> ScoreModel:
     m = cfg["model"]
-    param = m["parameterization"] if isinstance(sde, LinearSDE) else "score"
+    param = m["parameterization"] if isinstance(sde, LinearSDEBase) else "score"
     if m["net"] == "mlp":
         if len(shape) != 1:
             raise CLIError(f"model.net 'mlp' needs vector data; the data have shape {shape}: use model.net=unet")

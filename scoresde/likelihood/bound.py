@@ -43,7 +43,7 @@ import torch
 from torch import Tensor
 
 from ..errors import ArgumentError, NonFiniteError, check_batch, check_callable, check_eps, check_int
-from ..sde import SDE, LinearSDE, ScoreFn, call_score
+from ..sde import SDE, LinearSDEBase, ScoreFn, call_score
 from .core import checked_prior_log_prob, nats_to_bits_per_dim
 
 
@@ -84,7 +84,7 @@ def nll_bound(
 
     Args:
         score_fn: ``score_fn(x, t) -> Tensor`` of ``x``'s shape, ``t`` of shape ``(batch,)``.
-        sde: a :class:`~scoresde.LinearSDE` (the bound needs the kernel :math:`p(x_t\mid x)`).
+        sde: a linear SDE, :class:`~scoresde.LinearSDEBase` (the bound needs the kernel :math:`p(x_t\mid x)`).
         x: data, shape ``(batch, *dims)``, float32 or float64, on any device.
         samples: Monte-Carlo draws per point (time-and-noise pairs, and prior draws).
         eps: lower end of the time integral, ``> 0``; default ``sde.eps``.
@@ -97,9 +97,9 @@ def nll_bound(
     Returns:
         :class:`NLLBound` with the per-point bound in nats and its standard error.
     """
-    if not isinstance(sde, LinearSDE):
+    if not isinstance(sde, LinearSDEBase):
         raise ArgumentError(
-            f"sde must be a LinearSDE (the bound needs the Gaussian kernel p(x_t | x)), got {type(sde).__name__}"
+            f"sde must be a LinearSDEBase (a linear SDE: the bound needs the Gaussian kernel p(x_t | x)), got {type(sde).__name__}"
         )
     check_callable("score_fn", score_fn, "score_fn(x, t)")
     check_batch("x", x)

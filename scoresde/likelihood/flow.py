@@ -25,7 +25,7 @@ import torchdiffeq
 from torch import Tensor
 
 from ..errors import ArgumentError, ODESolveError, ScoreSDEError, check_choice
-from ..sde import SDE, VESDE, LinearSDE, ScoreFn, call_score
+from ..sde import SDE, LinearSDEBase, ScoreFn, call_score
 from .clock import clock_for
 from .divergence import Batching, exact_divergence, hutchinson_divergence
 
@@ -101,10 +101,10 @@ class ProbabilityFlow:
         """The drift (times ``scale`` = dt/du when given) as a function of ``x`` alone, at the
         fixed time ``t`` (a scalar; ``tb`` is it expanded to shape ``(batch,)``)."""
         sde, score_fn = self.sde, self.score_fn
-        if isinstance(sde, LinearSDE):
-            # f(t) and g(t) once, as scalars (every sample shares t); VE has no drift term
+        if isinstance(sde, LinearSDEBase):
+            # f(t) and g(t) once, as scalars (every sample shares t); VE-type SDEs have no drift term
             half_g2 = 0.5 * sde.g(t).square()
-            f = None if isinstance(sde, VESDE) else sde.f(t)
+            f = None if sde.alpha_is_one else sde.f(t)
             if scale is not None:
                 half_g2 = half_g2 * scale
                 f = None if f is None else f * scale

@@ -36,7 +36,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from ..errors import ArgumentError, check_float_tensor, check_labels, check_optional_int
-from ..sde import SDE, LinearSDE
+from ..sde import SDE, LinearSDEBase
 from ..sde.base import expand_to
 from .specs import build_net, build_sde, net_spec, sde_spec
 
@@ -106,10 +106,10 @@ class ScoreModel(nn.Module):
             raise ArgumentError(f"sde must be a scoresde.SDE, got {type(sde).__name__}")
         if parameterization not in PARAMETERIZATIONS:
             raise ArgumentError(f"parameterization must be one of {PARAMETERIZATIONS}, got {parameterization!r}")
-        linear = isinstance(sde, LinearSDE)
+        linear = isinstance(sde, LinearSDEBase)
         if not linear and parameterization != "score":
             raise ArgumentError(
-                f"parameterization={parameterization!r} needs the closed-form marginals of a LinearSDE; "
+                f"parameterization={parameterization!r} needs the closed-form marginals of a LinearSDE (LinearSDEBase); "
                 f"{type(sde).__name__} has none: use parameterization='score'"
             )
         if time_input is None:
@@ -203,18 +203,7 @@ class ScoreModel(nn.Module):
         if self.parameterization == "score":
             return out
         t = self._check(x, t)
-        alpha, sigma = (expand_to(v, x) for v in self.sde.marginal(t))
-        sd = self.data_std
-        if self.parameterization == "eps":
-            return -out / sigma
-        if self.parameterization == "x0":
-            return (alpha * sd * out - x) / sigma.square()
-        # v-prediction: x = a x0' + sigma n with x0' = x0/sd, a = alpha sd, r^2 = a^2 + sigma^2 and
-        # v = (a n - sigma x0') / r   =>   sigma x + a r v = r^2 n.
-        a = alpha * sd
-        r2 = a.square() + sigma.square()
-        n = (sigma * x + a * r2.sqrt() * out) / r2
-        return -n / sigma
+        return self.sde.to_score(out, x, t, self.parameterization, data_std=self.data_std)
 
     def forward(self, x: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
         """The score :math:`s_\\theta(x, t)`, or :math:`s_\\theta(x, t \\mid y)` given labels ``y`` of shape
@@ -226,5 +215,4 @@ class ScoreModel(nn.Module):
         t = self._check(x, t)
         if self.parameterization == "eps":
             return self.net_output(x, t, y)
-        _, sigma = self.sde.marginal(t)
-        return -expand_to(sigma, x) * self(x, t, y)
+        return self.sde.to_eps(self(x, t, y), x, t, "score")

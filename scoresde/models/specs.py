@@ -4,7 +4,8 @@ A spec is ``{"name": <built-in name>, "kwargs": {<constructor arguments>}}``. Re
 the name up in a fixed table (:data:`SDES`, :data:`NETS`) and calls that constructor, which
 checks every argument. Nothing is ever imported: a spec read from a file can only select one of
 these classes with JSON arguments. Anything else -- a subclass, a :class:`~scoresde.LinearSDE`
-of callables, a user's network -- is recorded as ``{"custom": "module:QualName", "repr": ...}``
+of callables, a ``VPSDE`` with a callable schedule (whose ``spec()`` is None), a user's
+network -- is recorded as ``{"custom": "module:QualName", "repr": ...}``
 for the messages, and the caller passes the object itself when the run is loaded.
 """
 
@@ -16,12 +17,12 @@ from typing import Any
 from torch import nn
 
 from ..errors import ArgumentError
-from ..sde import SDE, VESDE, VPSDE, SubVPSDE
+from ..sde import SDE, VESDE, VPSDE, DiscreteVPSDE, SubVPSDE
 from .mlp import MLP
 from .unet import UNet
 
 #: the SDEs a spec can name (each has ``spec()``: its constructor's arguments)
-SDES: dict[str, type] = {"VPSDE": VPSDE, "SubVPSDE": SubVPSDE, "VESDE": VESDE}
+SDES: dict[str, type] = {"VPSDE": VPSDE, "SubVPSDE": SubVPSDE, "VESDE": VESDE, "DiscreteVPSDE": DiscreteVPSDE}
 #: the networks a spec can name (each has ``config``: its constructor's arguments)
 NETS: dict[str, type] = {"MLP": MLP, "UNet": UNet}
 
@@ -34,7 +35,9 @@ def class_path(obj: Any) -> str:
 def sde_spec(sde: SDE) -> dict[str, Any]:
     """The spec of ``sde``: built-in (exactly one of :data:`SDES`, not a subclass) or custom."""
     if type(sde) in SDES.values():
-        return {"name": type(sde).__name__, "kwargs": sde.spec()}
+        kwargs = sde.spec()
+        if kwargs is not None:
+            return {"name": type(sde).__name__, "kwargs": kwargs}
     return {"custom": class_path(sde), "repr": repr(sde)}
 
 

@@ -23,7 +23,7 @@ from ..errors import (
     check_seed,
     check_shape,
 )
-from ..sde import SDE, LinearSDE
+from ..sde import SDE, LinearSDEBase
 from .base import NoiseSource, Sampler, SampleResult, ScoreFn, SolveContext, make_sampler
 from .conditioning import INPAINT_METHODS, Inpainting, check_cond, conditional_score
 from .grids import time_grid
@@ -246,10 +246,9 @@ def sample(
             x = ctx.start(x, times[0])
             x = smp.solve(ctx, x, times)
             ctx.check_finite()
-            if denoise and isinstance(sde, LinearSDE):
+            if denoise and isinstance(sde, LinearSDEBase):
                 t = times[-1]
-                a, s = sde.marginal(t)
-                x = (x + s.square() * ctx.score(x, t)) / a
+                x = sde.to_x0(ctx.score(x, t), x, t, "score")  # Tweedie's denoised x_0
                 ctx._flag(x, t)
                 ctx.check_finite()
             if inp is not None:
@@ -267,8 +266,9 @@ def _initial_state(sde: SDE, shape, t0: Tensor, x_start, x_init, noise: NoiseSou
     if x_start is not None:
         return x_start.to(dtype=dtype, device=device)
     if x_init is not None:
-        if not isinstance(sde, LinearSDE):
-            raise ArgumentError(f"x_init (SDEdit) needs a LinearSDE to noise the data, got {type(sde).__name__}")
+        if not isinstance(sde, LinearSDEBase):
+            raise ArgumentError(f"x_init (SDEdit) needs a LinearSDE (LinearSDEBase: closed-form marginals) to noise "
+                                f"the data, got {type(sde).__name__}")
         mean, std = sde.marginal_prob(x_init.to(dtype=dtype, device=device), t0)
         return mean + std * noise.randn(shape, dtype=dtype, device=device)
     if noise.per_sample:

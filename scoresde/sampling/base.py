@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 
 from ..errors import ArgumentError, NonFiniteError, ScoreSDEError
-from ..sde import SDE, LinearSDE, call_score
+from ..sde import SDE, LinearSDEBase, call_score
 
 ScoreFn = Callable[[Tensor, Tensor], Tensor]
 
@@ -274,7 +274,7 @@ class Sampler(abc.ABC):
         stochastic: whether it draws noise along the way.
         default_steps: steps used when the caller gives none (``None``: adaptive).
         default_grid: the time grid used when the caller gives none.
-        needs_linear: whether it needs a :class:`~scoresde.sde.LinearSDE` (closed-form marginals).
+        needs_linear: whether it needs a :class:`~scoresde.sde.LinearSDEBase` (closed-form marginals).
     """
 
     name: ClassVar[str] = ""
@@ -289,10 +289,10 @@ class Sampler(abc.ABC):
         """Raise ``ValueError`` if this sampler cannot serve ``sde``."""
         if not isinstance(sde, SDE):
             raise ArgumentError(f"sde must be a scoresde.SDE, got {type(sde).__name__}")
-        if self.needs_linear and not isinstance(sde, LinearSDE):
+        if self.needs_linear and not isinstance(sde, LinearSDEBase):
             raise ArgumentError(
-                f"sampler {self.name!r} needs a linear SDE with closed-form marginals (a LinearSDE: "
-                f"VPSDE, SubVPSDE, VESDE or LinearSDE), got {type(sde).__name__}; samplers that "
+                f"sampler {self.name!r} needs a linear SDE with closed-form marginals (a LinearSDEBase: "
+                f"VPSDE, SubVPSDE, VESDE, DiscreteVPSDE or LinearSDE), got {type(sde).__name__}; samplers that "
                 "serve any SDE: euler_maruyama, reverse_diffusion, pc, ode, torchsde"
             )
 

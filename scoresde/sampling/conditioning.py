@@ -65,7 +65,7 @@ import torch
 from torch import Tensor
 
 from ..errors import ArgumentError, check_callable, check_choice, check_labels, check_real
-from ..sde import SDE, LinearSDE
+from ..sde import SDE, LinearSDEBase
 from .base import ScoreFn, per_sample
 
 INPAINT_METHODS = ("replacement", "tweedie")
@@ -236,8 +236,8 @@ class Inpainting:
     def __init__(self, sde: SDE, shape: tuple[int, ...], mask: Tensor, known: Tensor, method: str,
                  dtype: torch.dtype, device):
         check_choice("inpaint", method, INPAINT_METHODS)
-        if not isinstance(sde, LinearSDE):
-            raise ArgumentError(f"inpainting needs a LinearSDE (it noises the known values), got {type(sde).__name__}")
+        if not isinstance(sde, LinearSDEBase):
+            raise ArgumentError(f"inpainting needs a LinearSDE (LinearSDEBase; it noises the known values), got {type(sde).__name__}")
         try:
             mask = torch.as_tensor(mask, device=device)
         except (TypeError, ValueError, RuntimeError):
@@ -297,7 +297,7 @@ class Inpainting:
             with torch.enable_grad():
                 xg = x.detach().requires_grad_(True)
                 score = score_fn(xg, t)
-                m = (xg + per_sample(s.square(), x) * score) / per_sample(a, x)
+                m = sde.to_x0(score, xg, t, "score")  # Tweedie's mean E[x_0 | x_t]
                 m_k = m.reshape(b, -1).gather(1, idx)  # (batch, d_k)
                 d_k = m_k.shape[1]
                 basis = torch.eye(d_k, dtype=x.dtype, device=x.device)[:, None, :].expand(d_k, b, d_k)

@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 
 from ..errors import check_bool, check_choice, check_int
-from ..sde import LinearSDE
+from ..sde import LinearSDEBase
 from .base import Sampler, SolveContext, batch_time, register
 
 _PREDICTIONS = ("data", "noise")
@@ -87,12 +87,12 @@ class DPMSolver(Sampler):
         return dict(order=self._k, method=self.method, prediction=self.prediction)
 
     # ---- pieces ----------------------------------------------------------------------------
-    def _model(self, ctx: SolveContext, x: Tensor, t: Tensor, a: Tensor, s: Tensor) -> Tensor:
+    def _model(self, ctx: SolveContext, x: Tensor, t: Tensor) -> Tensor:
         """The prediction the expansion is made in: :math:`\\hat x_0` or :math:`\\hat\\epsilon`."""
         score = ctx.score(x, batch_time(t, x))
         if self.prediction == "data":
-            return (x + s.square() * score) / a
-        return -s * score
+            return ctx.sde.to_x0(score, x, t, "score")
+        return ctx.sde.to_eps(score, x, t, "score")
 
     def _propagate(self, x: Tensor, a_s, s_s, a_t, s_t, h: Tensor, derivs: list[Tensor],
                    midpoint: bool = False) -> Tensor:
@@ -109,7 +109,7 @@ class DPMSolver(Sampler):
 
     # ---- solvers -----------------------------------------------------------------------------
     def solve(self, ctx: SolveContext, x: Tensor, times: Tensor) -> Tensor:
-        sde: LinearSDE = ctx.sde
+        sde: LinearSDEBase = ctx.sde
         alphas, sigmas = sde.marginal(times)
         lams = alphas.log() - sigmas.log()
         if self.method == "singlestep":
@@ -122,7 +122,7 @@ class DPMSolver(Sampler):
         for i in range(len(times) - 1):
             a_s, s_s, a_t, s_t = alphas[i], sigmas[i], alphas[i + 1], sigmas[i + 1]
             h = lams[i + 1] - lams[i]
-            m0 = self._model(ctx, x, times[i], a_s, s_s)
+            m0 = self._model(ctx, x, times[i])
             m_last, r_last = None, None
             for j, r in enumerate(rs):
                 lam_r = lams[i] + r * h
@@ -130,7 +130,7 @@ class DPMSolver(Sampler):
                 a_r, s_r = sde.marginal(t_r)
                 derivs = [m0] if j == 0 else [m0, (m_last - m0) / (r_last * h)]
                 u = self._propagate(x, a_s, s_s, a_r, s_r, r * h, derivs)
-                m_last, r_last = self._model(ctx, u, t_r, a_r, s_r), r
+                m_last, r_last = self._model(ctx, u, t_r), r
             derivs = [m0] if k == 1 else [m0, (m_last - m0) / (r_last * h)]
             x = self._propagate(x, a_s, s_s, a_t, s_t, h, derivs)
             x = ctx.step_done(x, times[i + 1])
@@ -143,7 +143,7 @@ class DPMSolver(Sampler):
         for i in range(n):
             a_s, s_s, a_t, s_t = alphas[i], sigmas[i], alphas[i + 1], sigmas[i + 1]
             h = lams[i + 1] - lams[i]
-            hist_m = (hist_m + [self._model(ctx, x, times[i], a_s, s_s)])[-3:]
+            hist_m = (hist_m + [self._model(ctx, x, times[i])])[-3:]
             hist_l = (hist_l + [lams[i]])[-3:]
             order = min(self._k, len(hist_m))
             if self.lower_order_final and n < 15:

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from ..errors import ArgumentError, check_choice, check_int, check_positive, check_range
-from ..sde import SDE, LinearSDE
+from ..sde import SDE, LinearSDEBase
 
 GRIDS = ("uniform", "log_snr", "edm")
 
@@ -50,7 +50,7 @@ def time_grid(
     rho = check_positive("rho", rho)
     if kind == "uniform":
         return torch.linspace(t_start, t_end, steps + 1, dtype=torch.float64)
-    if not isinstance(sde, LinearSDE):
+    if not isinstance(sde, LinearSDEBase):
         raise ArgumentError(
             f"grid={kind!r} needs a LinearSDE (it is defined through log_snr), got {type(sde).__name__}; "
             "use grid='uniform' or pass the times"

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from ..errors import check_nonneg, check_range
-from ..sde import LinearSDE
+from ..sde import LinearSDEBase
 from .base import Sampler, SolveContext, batch_time, register
 
 
@@ -57,7 +57,7 @@ class Heun(Sampler):
         return dict(churn=self.churn, s_tmin=self.s_tmin, s_tmax=self.s_tmax, s_noise=self.s_noise)
 
     def solve(self, ctx: SolveContext, x: Tensor, times: Tensor) -> Tensor:
-        sde: LinearSDE = ctx.sde
+        sde: LinearSDEBase = ctx.sde
         alphas, sigmas = sde.marginal(times)
         levels = sigmas / alphas
         top = sigmas[0] / alphas[0]  # churn may not raise the level above the starting one
@@ -71,7 +71,7 @@ class Heun(Sampler):
         def slope(xh: Tensor, t: Tensor, a: Tensor, s: Tensor) -> Tensor:
             x = a * xh
             score = ctx.score(x, batch_time(t, x))
-            denoised = (x + s.square() * score) / a
+            denoised = sde.to_x0(score, x, t, "score")
             return (xh - denoised) / (s / a)
 
         for i in range(n):

@@ -52,7 +52,7 @@ from __future__ import annotations
 from torch import Tensor
 
 from ..errors import ArgumentError, check_choice, check_int, check_nonneg, check_positive
-from ..sde import LinearSDE
+from ..sde import LinearSDEBase
 from .base import Sampler, SolveContext, batch_time, register
 from .sde_solvers import Ancestral, EulerMaruyama, ReverseDiffusion, langevin_alpha, langevin_step
 
@@ -111,7 +111,7 @@ class PredictorCorrector(Sampler):
                     corrector_steps=self.corrector_steps)
 
     def solve(self, ctx: SolveContext, x: Tensor, times: Tensor) -> Tensor:
-        if self.corrector == "langevin" and ctx.noise.per_sample and not isinstance(ctx.sde, LinearSDE):
+        if self.corrector == "langevin" and ctx.noise.per_sample and not isinstance(ctx.sde, LinearSDEBase):
             raise ArgumentError(
                 f"sampler 'pc' cannot use per-sample seeds on {type(ctx.sde).__name__}: without closed-form "
                 "marginals its Langevin step is set from the batch-mean score norm, so a sample would depend "
@@ -149,7 +149,7 @@ class AnnealedLangevin(Sampler):
     .. math:: x \leftarrow x + \epsilon_i\, s_\theta(x, t_i) + \sqrt{2\epsilon_i}\,z.
 
     (NCSN writes the step as :math:`\tfrac{\alpha_i}2\nabla\log p + \sqrt{\alpha_i}z` with :math:`\alpha_i = 2\epsilon_i`.)
-    Needs a :class:`~scoresde.sde.LinearSDE` for :math:`\sigma_t`. NFE = steps x ``n_steps_each``.
+    Needs a :class:`~scoresde.sde.LinearSDEBase` for :math:`\sigma_t`. NFE = steps x ``n_steps_each``.
     """
 
     name = "annealed_langevin"
@@ -165,7 +165,7 @@ class AnnealedLangevin(Sampler):
         return dict(n_steps_each=self.n_steps_each, step_size=self.step_size)
 
     def solve(self, ctx: SolveContext, x: Tensor, times: Tensor) -> Tensor:
-        sde: LinearSDE = ctx.sde
+        sde: LinearSDEBase = ctx.sde
         _, sigmas = sde.marginal(times)
         for i in range(1, len(times)):
             eps = self.step_size * sigmas[i].square()

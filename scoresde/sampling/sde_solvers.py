@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from ..errors import check_choice
-from ..sde import SDE, VPSDE, LinearSDE, SubVPSDE
+from ..sde import SDE, LinearSDEBase
 from .base import Sampler, SolveContext, batch_time, register
 
 
@@ -29,7 +29,7 @@ class EulerMaruyama(Sampler):
     stochastic = True
 
     def solve(self, ctx: SolveContext, x: Tensor, times: Tensor) -> Tensor:
-        if isinstance(ctx.sde, LinearSDE):
+        if isinstance(ctx.sde, LinearSDEBase):
             return self._solve_linear(ctx, x, times)
         rsde = ctx.sde.reverse(ctx.score_fn)
         for i in range(len(times) - 1):
@@ -94,8 +94,9 @@ class Ancestral(Sampler):
     :math:`\tilde\beta`, SMLD's ancestral step on VE: exact for a point mass, too small otherwise) or
     ``variance="forward"``: :math:`v = \sigma_{t|s}^2` (DDPM's :math:`\beta`, Song et al.'s ancestral
     predictor for VP: exact for standard normal data, too large otherwise). The true reverse
-    transition lies in between; both are weak order 1. Default: ``"forward"`` for VP and sub-VP
-    (as Song et al.), ``"posterior"`` for VE and other linear SDEs (as SMLD). Any LinearSDE.
+    transition lies in between; both are weak order 1. Default: ``"forward"`` for an SDE with
+    drift (VP, sub-VP, DiscreteVPSDE, as Song et al.), ``"posterior"`` for a drift-free one
+    (``sde.alpha_is_one``: VE, as SMLD). Any linear SDE (LinearSDEBase).
     """
 
     name = "ancestral"
@@ -110,8 +111,8 @@ class Ancestral(Sampler):
         return dict(variance=self.variance)
 
     def solve(self, ctx: SolveContext, x: Tensor, times: Tensor) -> Tensor:
-        sde: LinearSDE = ctx.sde
-        variance = self.variance or ("forward" if isinstance(sde, (VPSDE, SubVPSDE)) else "posterior")
+        sde: LinearSDEBase = ctx.sde
+        variance = self.variance or ("posterior" if sde.alpha_is_one else "forward")
         alphas, sigmas = sde.marginal(times)
         for i in range(len(times) - 1):
             a_t, s_t, a_s, s_s = alphas[i], sigmas[i], alphas[i + 1], sigmas[i + 1]
@@ -128,7 +129,7 @@ class Ancestral(Sampler):
 def langevin_alpha(sde: SDE, t: Tensor, s: Tensor) -> Tensor:
     r"""Song et al.'s :math:`\alpha_i` in the Langevin step: :math:`1-\beta_i = (\alpha_s/\alpha_t)^2`
     on a linear SDE (so 1 for VE), 1 otherwise."""
-    if isinstance(sde, LinearSDE):
+    if isinstance(sde, LinearSDEBase):
         a_t, _ = sde.marginal(t)
         a_s, _ = sde.marginal(s)
         return (a_t / a_s).square()
@@ -141,7 +142,7 @@ def langevin_step(ctx: SolveContext, x: Tensor, t: Tensor, snr: float, alpha: Te
     every sample (a step that depends on the position biases Langevin dynamics: its stationary
     law is :math:`p/\epsilon(x)`, not :math:`p`):
 
-    * on a :class:`~scoresde.sde.LinearSDE`, a step that depends on ``t`` only,
+    * on a :class:`~scoresde.sde.LinearSDEBase`, a step that depends on ``t`` only,
       :math:`\epsilon = 2\alpha r^2\sigma_t^2`: Song et al.'s
       :math:`2\alpha (r\lVert z\rVert/\lVert s\rVert)^2` with :math:`\lVert s\rVert^2` at its
       upper bound :math:`D/\sigma_t^2` (the Fisher information of :math:`p_t`, a Gaussian of
@@ -154,7 +155,7 @@ def langevin_step(ctx: SolveContext, x: Tensor, t: Tensor, snr: float, alpha: Te
       batch of more than a few samples.
     """
     score = ctx.score(x, batch_time(t, x))
-    if isinstance(ctx.sde, LinearSDE):
+    if isinstance(ctx.sde, LinearSDEBase):
         _, sigma = ctx.sde.marginal(t)
         step = 2 * alpha * snr**2 * sigma.square()
     else:

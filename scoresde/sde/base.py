@@ -8,7 +8,7 @@ turns data into noise. A user plugs in their own process by subclassing :class:`
 defining :meth:`SDE.drift` and :meth:`SDE.diffusion`; everything that needs no closed-form
 transition kernel (reverse-time sampling, the probability-flow ODE, likelihoods, sliced score
 matching, simulation with torchsde) then works. Linear SDEs, whose kernel is Gaussian in closed
-form, live in :mod:`scoresde.sde.linear`.
+form, derive from :class:`~scoresde.sde.LinearSDEBase` (:mod:`scoresde.sde.linear_base`).
 """
 
 from __future__ import annotations
@@ -123,7 +123,7 @@ class SDE(abc.ABC):
         r""":math:`(\alpha_t, \sigma_t)` with :math:`x_t = \alpha_t x_0 + \sigma_t n`; linear SDEs only."""
         raise NoTransitionKernelError(
             f"{type(self).__name__} has no closed-form transition kernel p(x_t | x_0): marginal() "
-            "and marginal_prob() exist for LinearSDE subclasses only. Simulate the forward SDE "
+            "and marginal_prob() exist for linear SDEs (LinearSDEBase) only. Simulate the forward SDE "
             "(scoresde.sde.torchsde_integrate) or use sliced score matching instead."
         )
 

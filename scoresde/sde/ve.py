@@ -16,17 +16,20 @@ import math
 import torch
 from torch import Tensor
 
-from ..errors import ArgumentError, check_float_tensor, check_positive
+from ..errors import ArgumentError, check_eps, check_float_tensor, check_positive
 from .base import expand_to
-from .linear import LinearSDE
+from .linear_base import LinearSDEBase
 
 
-class VESDE(LinearSDE):
-    """Variance-exploding SDE with geometric noise levels on :math:`[0, 1]`.
+class VESDE(LinearSDEBase):
+    r"""Variance-exploding SDE with geometric noise levels on :math:`[0, 1]`.
 
     Choose ``sigma_max`` about the largest distance between training points (Song & Ermon
     2020, technique 1) and ``sigma_min`` below the data's finest scale. Default ``eps = 1e-5``.
+    ``sigma0`` is the std at ``t = 0``, :math:`\sigma_{min}`; ``alpha_is_one`` is True.
     """
+
+    alpha_is_one = True
 
     def __init__(self, sigma_min: float = 0.01, sigma_max: float = 50.0, *, eps: float = 1e-5):
         self.sigma_min = check_positive("sigma_min", sigma_min)
@@ -36,7 +39,8 @@ class VESDE(LinearSDE):
                 f"sigma_min must be smaller than sigma_max={self.sigma_max:g}, got {sigma_min!r}"
             )
         self._log_ratio = math.log(self.sigma_max / self.sigma_min)
-        self._set_times(1.0, eps)
+        self.T = 1.0
+        self.eps = check_eps(eps, self.T)
         self.sigma0 = self.sigma_min
         self.prior_std = self.sigma_max
 

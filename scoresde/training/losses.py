@@ -58,7 +58,7 @@ from ..errors import (
     check_positive,
     check_range,
 )
-from ..sde import SDE, LinearSDE, torchsde_integrate
+from ..sde import SDE, LinearSDEBase, torchsde_integrate
 from ..sde.base import expand_to
 
 WEIGHTINGS = ("sigma2", "likelihood")
@@ -90,10 +90,10 @@ def _uniform(n: int, lo: float, hi: float, like: Tensor, generator) -> Tensor:
 
 
 class DSMLoss:
-    r"""Continuous-time denoising score matching for a :class:`~scoresde.LinearSDE`.
+    r"""Continuous-time denoising score matching for a linear SDE (:class:`~scoresde.LinearSDEBase`).
 
     Args:
-        sde: the linear SDE (VP, sub-VP, VE or any ``LinearSDE``).
+        sde: the linear SDE (VP, sub-VP, VE, DiscreteVPSDE or any ``LinearSDE``).
         weighting: ``"sigma2"`` (:math:`\lambda=\sigma_t^2`) or ``"likelihood"`` (:math:`\lambda=g^2`).
         importance_sampling: for the likelihood weighting, draw t from :math:`q \propto g^2/\sigma^2`
             (uniform in log-SNR) instead of uniformly; ignored for ``"sigma2"``.
@@ -110,9 +110,9 @@ class DSMLoss:
         eps: float | None = None,
         label_dropout: float = 0.0,
     ):
-        if not isinstance(sde, LinearSDE):
+        if not isinstance(sde, LinearSDEBase):
             raise ArgumentError(
-                f"sde must be a LinearSDE for denoising score matching (it needs p(x_t | x_0)), got "
+                f"sde must be a LinearSDEBase (a linear SDE) for denoising score matching (it needs p(x_t | x_0)), got "
                 f"{type(sde).__name__}; use SlicedScoreMatchingLoss for SDEs without a closed-form kernel"
             )
         check_choice("weighting", weighting, WEIGHTINGS)

@@ -262,7 +262,7 @@ class PlainOU(ss.SDE):
 
 def _gaussian_at(sde, t):
     """(mean, var) of p_t for data N(M, V), and its score."""
-    if isinstance(sde, ss.LinearSDE):
+    if isinstance(sde, ss.LinearSDEBase):
         def moments(t):
             a, s = sde.marginal(t)
             return a * M, a**2 * V + s**2

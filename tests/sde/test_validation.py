@@ -13,7 +13,7 @@ import scoresde as ss
         (lambda: ss.VPSDE(beta_min=-1.0), "beta_min must be a positive finite number, got -1.0"),
         (lambda: ss.VPSDE(beta_max=0), "beta_max must be a positive finite number, got 0"),
         (lambda: ss.VPSDE(0.5, 0.1), "beta_max must be >= beta_min=0.5, got 0.1"),
-        (lambda: ss.VPSDE(schedule="quadratic"), "schedule must be 'linear' or 'cosine', got 'quadratic'"),
+        (lambda: ss.VPSDE(schedule="quadratic"), "schedule must be one of 'linear', 'scaled_linear', 'cosine', 'sigmoid', 'shifted_cosine'; got 'quadratic'"),
         (lambda: ss.VPSDE(eps=0.0), "eps must be a number in \\(0, 1\\), got 0.0"),
         (lambda: ss.SubVPSDE(beta_min=float("nan")), "beta_min must be a positive finite number, got nan"),
         (lambda: ss.VESDE(sigma_min=0.0), "sigma_min must be a positive finite number, got 0.0"),
