@@ -95,6 +95,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", default=None, metavar="FILE.png", help="also draw the samples (scatter or image grid)")
     p.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",
                    help="sampler option, repeatable (e.g. --option snr=0.1 --option corrector_steps=2)")
+    p.add_argument("--label", default=None, metavar="K[,K...]",
+                   help="class-conditional run (model.num_classes): sample class K, or cycle through a comma-separated "
+                        "list; the labels go into the .npz as `labels`")
+    p.add_argument("--guidance", type=float, default=None, metavar="W",
+                   help="classifier-free guidance weight with --label: s + W (s(.|label) - s); 1 (default) samples the "
+                        "conditional model, 0 the unconditional one, > 1 stronger guidance")
     _sde_option(p, "the SDE of a run trained with a class that is not built in, or a replacement for the run's")
     _progress_option(p)
     _common(p)

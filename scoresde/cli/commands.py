@@ -18,7 +18,7 @@ import torch
 
 from .. import analytic
 from ..data import ImageData, MixtureDataset
-from ..errors import check_int, check_optional_int, check_seed, check_tolerance
+from ..errors import check_int, check_optional_int, check_real, check_seed, check_tolerance
 from ..likelihood import log_likelihood, nll_bound
 from ..sampling import sample
 from ..sde import VPSDE, LinearSDEBase
@@ -38,10 +38,12 @@ from .common import (
     check_sde_option,
     check_writable_dir,
     cli_metadata,
+    label_tensor,
     load_cli_run,
     load_config,
     make_sde,
     parse_int_list,
+    parse_labels,
     resolve_device,
     resolve_sampler,
     run_data_spec,
@@ -80,11 +82,18 @@ def train(args: argparse.Namespace) -> int:
     sde = make_sde(sde_name, cfg["sde"])
     data = build_data(cfg["data"], "train")
     shape = tuple(data[0].shape)
+    k = cfg["model"]["num_classes"]
+    if k is not None and getattr(data, "labels", None) is None:
+        raise CLIError(f"model.num_classes={k} but data.name {cfg['data']['name']!r} carries no class labels "
+                       f"(labelled data: ring, its 8 components; digits, its 10 digits)")
+    if k is not None and data.num_classes > k:
+        raise CLIError(f"model.num_classes={k} but the labels of data.name {cfg['data']['name']!r} go up to "
+                       f"{data.num_classes - 1}: set model.num_classes={data.num_classes}")
     model = build_model(cfg, sde, shape)
     if isinstance(sde, LinearSDEBase):
-        loss = DSMLoss(sde, cfg["loss"]["weighting"])
+        loss = DSMLoss(sde, cfg["loss"]["weighting"], label_dropout=cfg["loss"]["label_dropout"])
     else:  # no closed-form kernel: sliced score matching on simulated x_t
-        loss = SlicedScoreMatchingLoss(sde)
+        loss = SlicedScoreMatchingLoss(sde, label_dropout=cfg["loss"]["label_dropout"])
     trainer = Trainer(model, loss, data, out, device=device, metadata=cli_metadata(cfg, sde_name), **options)
     try:
         if args.resume:
@@ -112,6 +121,10 @@ def sample_cmd(args: argparse.Namespace) -> int:
     check_optional_int("--steps", args.steps)
     check_seed("--seed", args.seed)
     check_sde_option(args.sde)
+    labels = parse_labels(args.label)
+    if args.guidance is not None and labels is None:
+        raise CLIError("--guidance weighs the conditional score of --label against the unconditional one: give --label")
+    guidance = None if args.guidance is None else check_real("--guidance", args.guidance)
     device = resolve_device(args.device)
     out = check_output_file(args.out, "--out")
     plot = check_plot_file(args.plot, "--plot") if args.plot else None
@@ -120,13 +133,15 @@ def sample_cmd(args: argparse.Namespace) -> int:
     if plot is not None and not (len(run.data_shape) == 3 or run.data_shape == (2,)):
         raise CLIError(f"--plot draws 2-D points or images; this run's samples have shape {run.data_shape}")
     shape = (args.n, *run.data_shape)
+    cond = None if labels is None else label_tensor(labels, args.n, run.model)
     start = time.perf_counter()
     res = sample(score_fn_for(run.model), run.sde, shape, sampler=sampler, steps=args.steps, seed=args.seed,
-                 device=device, progress=show_progress(args))
+                 device=device, progress=show_progress(args), cond=cond, guidance=guidance)
     seconds = time.perf_counter() - start
     x = res.x.detach().cpu()
     with atomic_write(out) as f:
-        np.savez(f, x=x.numpy(), nfe=res.nfe, sampler=sampler.name, seconds=seconds)
+        extra = {} if cond is None else {"labels": cond.numpy(), "guidance": 1.0 if guidance is None else guidance}
+        np.savez(f, x=x.numpy(), nfe=res.nfe, sampler=sampler.name, seconds=seconds, **extra)
     if plot is not None:
         from ..viz import save_figure  # matplotlib only when plotting
 

@@ -178,8 +178,9 @@ DEFAULTS: dict[str, Any] = {
         "net": "mlp", "parameterization": "eps", "data_std": 1.0, "embedding": "fourier",
         "hidden": 128, "depth": 3,  # mlp
         "base": 32, "channel_mults": [1, 2], "num_res_blocks": 1, "attn_resolutions": [4], "dropout": 0.0,  # unet
+        "num_classes": None,  # K: a class-conditional model of labelled data (ring: 8 components, digits: 10)
     },
-    "loss": {"weighting": "sigma2"},
+    "loss": {"weighting": "sigma2", "label_dropout": 0.0},  # label_dropout: the null class's share, for CFG
     "train": _TRAIN_DEFAULTS,
 }
 #: the built-in SDEs a config may name (a class to import comes only from --sde)
@@ -331,6 +332,11 @@ def check_config(cfg: dict[str, Any]) -> dict[str, Any]:
     _check_int_list("model.attn_resolutions", m["attn_resolutions"], allow_empty=True)
     _check_key("model.dropout", lambda k, v: check_range(k, v, 0.0, 1.0, low_closed=True), m["dropout"])
     _check_key("loss.weighting", check_choice, cfg["loss"]["weighting"], WEIGHTINGS)
+    if m["num_classes"] is not None:
+        _check_key("model.num_classes", check_int, m["num_classes"], 1)
+    _check_key("loss.label_dropout", lambda k, v: check_range(k, v, 0.0, 1.0, low_closed=True), cfg["loss"]["label_dropout"])
+    if cfg["loss"]["label_dropout"] and m["num_classes"] is None:
+        raise CLIError("loss.label_dropout trains the null class of a class-conditional model: set model.num_classes")
     try:
         TrainConfig(**cfg["train"]).validate()
     except ArgumentError as err:  # its messages start with the field's name
@@ -424,13 +430,14 @@ def build_model(cfg: dict[str, Any], sde: SDE, shape: tuple[int, ...]) -> ScoreM
     if m["net"] == "mlp":
         if len(shape) != 1:
             raise CLIError(f"model.net 'mlp' needs vector data; the data have shape {shape}: use model.net=unet")
-        net = MLP(shape[0], m["hidden"], m["depth"], embedding=m["embedding"])
+        net = MLP(shape[0], m["hidden"], m["depth"], embedding=m["embedding"], num_classes=m["num_classes"])
     else:
         if len(shape) != 3 or shape[1] != shape[2]:
             raise CLIError(f"model.net 'unet' needs square images (C, H, H); the data have shape {shape}")
         try:
             net = UNet(shape[0], shape[1], m["base"], tuple(m["channel_mults"]), m["num_res_blocks"],
-                       tuple(m["attn_resolutions"]), float(m["dropout"]), embedding=m["embedding"])
+                       tuple(m["attn_resolutions"]), float(m["dropout"]), embedding=m["embedding"],
+                       num_classes=m["num_classes"])
         except ArgumentError as err:
             raise CLIError(f"model: {err}") from None
     return ScoreModel(net, sde, param, data_std=float(m["data_std"]))
@@ -439,8 +446,10 @@ def build_model(cfg: dict[str, Any], sde: SDE, shape: tuple[int, ...]) -> ScoreM
 def cli_metadata(cfg: dict[str, Any], sde_name: str) -> dict[str, Any]:
     """What ``scoresde train`` records with a run (the Trainer's ``metadata``): the sections that
     say how the data, the SDE, the model and the loss were made (``train`` is recorded anyway)."""
-    return {"cli": {"data": cfg["data"], "sde": {**cfg["sde"], "name": sde_name}, "model": cfg["model"],
-                    "loss": cfg["loss"]}}
+    # the label keys only when used: runs without labels record what they always did (and resume)
+    model = {k: v for k, v in cfg["model"].items() if not (k == "num_classes" and v is None)}
+    loss = {k: v for k, v in cfg["loss"].items() if not (k == "label_dropout" and not v)}
+    return {"cli": {"data": cfg["data"], "sde": {**cfg["sde"], "name": sde_name}, "model": model, "loss": loss}}
 
 
 def run_data_spec(run: Run) -> dict[str, Any] | None:
@@ -472,8 +481,34 @@ def load_cli_run(path: str, device: torch.device, sde_option: str | None = None,
 def score_fn_for(model: torch.nn.Module):
     """The model as a score function, with gradients off (sampling only)."""
 
-    def score_fn(x, t):
+    def score_fn(x, t, y=None):
         with torch.no_grad():
-            return model(x, t)
+            return model(x, t) if y is None else model(x, t, y=y)
 
+    score_fn.num_classes = getattr(model, "num_classes", None)  # None: unconditional (sample refuses cond=)
     return score_fn
+
+
+def parse_labels(text: str | None, what: str = "--label") -> list[int] | None:
+    """``--label 3`` or ``--label 0,1,2`` -> the labels (checked against the model later)."""
+    if text is None:
+        return None
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise CLIError(f"{what} must be a class label or a comma-separated list of them (e.g. 3 or 0,1,2), "
+                       f"got {text!r}") from None
+    if not values or any(v < 0 for v in values):
+        raise CLIError(f"{what} must be class labels >= 0 (e.g. 3 or 0,1,2), got {text!r}")
+    return values
+
+
+def label_tensor(labels: list[int], n: int, model: torch.nn.Module, what: str = "--label") -> torch.Tensor:
+    """``n`` labels cycling through ``labels``, checked against the model's classes."""
+    k = getattr(model, "num_classes", None)
+    if not isinstance(k, int):
+        raise CLIError(f"{what}: this model is unconditional (trained without model.num_classes); class labels need "
+                       f"a class-conditional run (scoresde train ... model.num_classes=K)")
+    if max(labels) >= k:
+        raise CLIError(f"{what} must be in [0, {k - 1}] (the model has {k} classes), got {max(labels)}")
+    return torch.tensor(labels, dtype=torch.long)[torch.arange(n) % len(labels)]
