@@ -38,7 +38,7 @@ from ..errors import (
     check_positive,
     check_seed,
 )
-from ..sde import SDE, LinearSDE
+from ..sde import SDE, LinearSDEBase
 from ..sde.base import expand_to
 from .batches import _Batches, _describe
 
@@ -59,8 +59,8 @@ class NoisyClassifier(nn.Module):
         super().__init__()
         if not isinstance(net, nn.Module):
             raise ArgumentError(f"net must be a torch.nn.Module, got {type(net).__name__}")
-        if not isinstance(sde, LinearSDE):
-            raise ArgumentError(f"sde must be a LinearSDE (the classifier sees x_t = alpha_t x0 + sigma_t n), "
+        if not isinstance(sde, LinearSDEBase):
+            raise ArgumentError(f"sde must be a linear SDE (LinearSDEBase; the classifier sees x_t = alpha_t x0 + sigma_t n), "
                                 f"got {type(sde).__name__}")
         self.net, self.sde = net, sde
         self.num_classes = check_int("num_classes", num_classes, 2)
