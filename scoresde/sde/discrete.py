@@ -103,8 +103,7 @@ class _PchipSchedule(VPSchedule):
             lo = torch.where(resid > 0, lo, t)
             hi = torch.where(resid > 0, t, hi)
             newton = t - resid / hermite_derivative(t, grid, B_nodes, dB_nodes)
-            inside = torch.isfinite(newton) & (newton >= lo) & (newton <= hi)
-            t = torch.where(inside, newton, 0.5 * (lo + hi))
+            t = torch.where(torch.isfinite(newton), newton.clamp(lo, hi), 0.5 * (lo + hi))
         return t.to(lam.dtype)
 
     def spec(self) -> None:

@@ -186,8 +186,7 @@ class LinearSDEBase(SDE):
             lo = torch.where(resid > 0, t, lo)
             hi = torch.where(resid > 0, hi, t)
             newton = t - resid / self.dlog_snr_dt(t)
-            inside = torch.isfinite(newton) & (newton > lo) & (newton < hi)
-            t = torch.where(inside, newton, 0.5 * (lo + hi))
+            t = torch.where(torch.isfinite(newton), newton.clamp(lo, hi), 0.5 * (lo + hi))
         return t
 
     # ---- conversions between predictions ---------------------------------------------------

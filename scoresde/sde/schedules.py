@@ -2,49 +2,57 @@ r"""Noise schedules of the variance-preserving SDE, each in closed form where on
 
 A VP schedule is the signal level :math:`\bar\alpha(t) = \alpha_t^2 = e^{-B(t)}` on :math:`[0, 1]`,
 :math:`B(t) = \int_0^t \beta(s)\,ds`, decreasing from (about) 1 to a small positive value; the SDE
-is :math:`dx = -\tfrac12\beta(t)\,x\,dt + \sqrt{\beta(t)}\,dW` with :math:`\sigma_t^2 = 1 - \bar\alpha(t)`
-and log-SNR :math:`\lambda_t = \log\bar\alpha - \log(1 - \bar\alpha)`. Built in:
+is :math:`dx = -\tfrac12\beta(t)\,x\,dt + \sqrt{\beta(t)}\,dW` with :math:`\sigma_t^2 = 1 - \bar\alpha(t)`.
+Log-SNR here is scoresde's :math:`\lambda_t = \log(\alpha_t/\sigma_t) = \tfrac12\log\frac{\bar\alpha}{1-\bar\alpha}`
+(DPM-Solver's), half the :math:`\log(\alpha_t^2/\sigma_t^2)` that VDM, Chen and Hoogeboom et al.
+call log-SNR. Built in (:math:`\lambda_1` and :math:`\beta(1)` at the defaults):
 
 * ``linear`` (DDPM; Song et al. 2021): :math:`\beta(t) = \beta_{min} + t(\beta_{max} - \beta_{min})`,
-  :math:`B = \beta_{min}t + \tfrac12(\beta_{max}-\beta_{min})t^2`.
+  :math:`B = \beta_{min}t + \tfrac12(\beta_{max}-\beta_{min})t^2`; 0.1 and 20
+  (:math:`\lambda_1 = -5.0`, :math:`\beta(1) = 20`).
 * ``scaled_linear`` (latent diffusion / Stable Diffusion's ``"scaled_linear"``): linear in
   :math:`\sqrt\beta`, :math:`\beta(t) = (a + k t)^2` with :math:`a = \sqrt{\beta_{min}}`,
   :math:`k = \sqrt{\beta_{max}} - a`, :math:`B = a^2 t + a k t^2 + k^2 t^3/3`; defaults
   :math:`\beta_{min} = 0.85`, :math:`\beta_{max} = 12` (LDM's 0.00085 and 0.012 per step over
-  1000 steps).
+  1000 steps; :math:`\lambda_1 = -2.67`, as Stable Diffusion's last timestep).
 * ``cosine`` (Nichol & Dhariwal 2021): :math:`\alpha_t = \cos\phi(t)/\cos\phi(0)`,
   :math:`\phi(t) = \frac\pi2\frac{c\,t + s}{1 + s}`, :math:`\beta = \frac{\pi c}{1+s}\tan\phi(t)`.
   :math:`\beta` diverges where :math:`c\,t = 1`, so time is truncated explicitly by ``c < 1``
-  (``cosine_end``, default 0.9946 as DPM-Solver: :math:`\lambda_1 \approx -4.8`).
+  (``cosine_end``, default 0.9946 as DPM-Solver: :math:`\lambda_1 = -4.78`, :math:`\beta(1) = 368`).
 * ``sigmoid`` (Jabri et al. 2022; Chen 2023, Algorithm 1):
   :math:`\bar\alpha(t) = \frac{\varsigma(e/\tau) - \varsigma(u)}{\varsigma(e/\tau) - \varsigma(s/\tau)}`,
   :math:`u = (s + (e - s)\,c\,t)/\tau`, :math:`\varsigma` the logistic function, with ``start``
   :math:`s`, ``end`` :math:`e`, temperature :math:`\tau` (defaults -3, 3, 1). The un-truncated
   schedule (:math:`c = 1`) reaches :math:`\bar\alpha = 0` at :math:`t = 1`, where
   :math:`\beta \sim 1/(1-t)` diverges (Chen clips :math:`\bar\alpha` at 1e-9); here time is
-  truncated by :math:`c < 1` chosen so that :math:`\lambda_1` = ``log_snr_end`` (default -10, so
-  :math:`\beta(1) \approx 6.6\cdot10^3`). Computed without cancellation:
+  truncated by the :math:`c < 1` with :math:`\lambda_1` = ``log_snr_end`` (default -5, the linear
+  VP's; :math:`\beta(1) = 6.6\cdot10^3`). Computed without cancellation:
   :math:`\varsigma(a) - \varsigma(b) = -\varsigma(a)\varsigma(-b)\,\mathrm{expm1}(b - a)`, so
   :math:`B = \log\frac{\varsigma(-s/\tau)\,\mathrm{expm1}(s/\tau - e/\tau)}{\varsigma(-u)\,\mathrm{expm1}(u - e/\tau)}`
   and :math:`\beta = \dot u\,(\varsigma(u) + 1/\mathrm{expm1}(e/\tau - u))`.
-* ``shifted_cosine`` (Hoogeboom et al. 2023, simple diffusion): the cosine log-SNR shifted by
-  :math:`2\log(\text{shift})`, :math:`\lambda_t = -2\log\tan\phi(t) + 2\log\text{shift}`,
-  :math:`\phi(t) = \phi_1 t` (``shift`` = base resolution / resolution, e.g. 64/256 = 0.25; 1 is
-  the plain cosine without offset). :math:`\lambda \to -\infty` at :math:`\phi = \pi/2`, so
-  :math:`\phi_1 = \arctan(\text{shift}\,e^{-\lambda_{end}/2}) < \pi/2` truncates it at
-  ``log_snr_end`` (default Hoogeboom's :math:`-15 + 2\log\text{shift}`). In closed form
+* ``shifted_cosine`` (Hoogeboom et al. 2023, simple diffusion): the cosine schedule
+  :math:`\alpha = \cos\phi`, :math:`\sigma = \sin\phi` with its SNR multiplied by
+  :math:`\text{shift}^2`: :math:`\lambda_t = \log\text{shift} - \log\tan\phi(t)`,
+  :math:`\phi(t) = \phi_1 t` (``shift`` = base resolution / resolution, e.g. 64/256 = 0.25: their
+  :math:`\log(\alpha^2/\sigma^2)` shifted by :math:`2\log(64/d)`; 1 is the plain cosine).
+  :math:`\lambda \to -\infty` at :math:`\phi = \pi/2`, so :math:`\phi_1 = \arctan(\text{shift}\,e^{-\lambda_{end}})
+  < \pi/2` truncates it at :math:`\lambda_1` = ``log_snr_end``, by default Hoogeboom's
+  :math:`\log(\alpha^2/\sigma^2) \ge -15` before the shift, :math:`-7.5 + \log\text{shift}`
+  (:math:`\beta(1) = 5.7\cdot10^3`). In closed form
   :math:`\bar\alpha = \frac{\text{shift}^2\cos^2\phi}{\text{shift}^2\cos^2\phi + \sin^2\phi}`,
   :math:`B = \log(1 + \tan^2\phi/\text{shift}^2)`,
   :math:`\beta = \frac{2\phi_1\sin\phi}{\cos\phi\,(\text{shift}^2\cos^2\phi + \sin^2\phi)}`.
-  Unlike Hoogeboom's code (:math:`\lambda_{max} = 15`) it starts at :math:`\lambda_0 = +\infty`, so
-  :math:`t = 0` is the clean data as for every other schedule here.
-* a user's :math:`\bar\alpha(t)` (``alpha_bar=``) or :math:`\lambda(t)` (``log_snr=``), any torch
-  callable on :math:`[0, 1]`; :math:`\beta` by autograd and the inverse of :math:`\lambda` by
-  safeguarded Newton. Checked at construction on 4097 times: finite, strictly decreasing,
+  Unlike Hoogeboom's code (:math:`\log(\alpha^2/\sigma^2) \le 15`) it starts at
+  :math:`\lambda_0 = +\infty`, so :math:`t = 0` is the clean data as for every other schedule here.
+* a user's :math:`\bar\alpha(t)` (``alpha_bar=``) or :math:`\lambda(t) = \log(\alpha_t/\sigma_t)`
+  (``log_snr=``; then :math:`\bar\alpha = \varsigma(2\lambda)`), any torch callable on
+  :math:`[0, 1]`; :math:`\beta` by autograd and the inverse of :math:`\lambda` by safeguarded
+  Newton. Checked at construction on 4097 times: finite, strictly decreasing,
   :math:`0 < \bar\alpha \le 1` up to and including :math:`t = 1` (a schedule that reaches
   :math:`\bar\alpha = 0` at :math:`T`, where :math:`\beta` diverges, is refused: truncate it), and
-  :math:`\beta \ge 0` finite. An :math:`\bar\alpha(0) < 1` (:math:`\lambda_0 < \infty`) means the
-  data count as already perturbed at :math:`t = 0`, as VE's :math:`\sigma_{min}`.
+  :math:`\beta \ge 0` finite on :math:`(0, 1]`. An :math:`\bar\alpha(0) < 1` (:math:`\lambda_0 < \infty`)
+  means the data count as already perturbed at :math:`t = 0`, as VE's :math:`\sigma_{min}`; a
+  :math:`\lambda(0) = +\infty` gives :math:`\beta(0) = 0` (the limit is not taken).
 """
 
 from __future__ import annotations
@@ -61,6 +69,22 @@ from .linear_base import evaluate, time_derivative
 
 #: the schedule names ``VPSDE(schedule=...)`` takes
 SCHEDULES = ("linear", "scaled_linear", "cosine", "sigmoid", "shifted_cosine")
+
+#: the lowest log-SNR at T = 1 a schedule may reach: below it alpha_bar(1) < 4e-18 is zero for
+#: every purpose and beta(1) diverges (a cos^2 schedule left untruncated gives 3.7e-33)
+LOG_SNR_FLOOR = -20.0
+
+
+def _in_float64(method):
+    """Evaluate a schedule method in float64 and return ``t``'s dtype: near T the sigmoid and
+    shifted cosine subtract nearly equal numbers (e - u, pi/2 - phi) that float32 cannot resolve."""
+
+    def wrapped(self, t):
+        out = method(self, t.to(torch.float64))
+        return tuple(o.to(t.dtype) for o in out) if isinstance(out, tuple) else out.to(t.dtype)
+
+    wrapped.__name__, wrapped.__doc__ = method.__name__, method.__doc__
+    return wrapped
 
 
 class VPSchedule(abc.ABC):
@@ -206,10 +230,10 @@ class Cosine(VPSchedule):
 
 def _check_log_snr_end(value: float) -> float:
     value = check_real("log_snr_end", value)
-    if not -50.0 <= value <= 5.0:
+    if not LOG_SNR_FLOOR <= value < 0.0:
         raise ArgumentError(
-            f"log_snr_end must be a number in [-50, 5] (the log-SNR at T = 1; the built-in schedules end "
-            f"near -5 to -18), got {value!r}"
+            f"log_snr_end must be a number in [-20, 0): the log-SNR log(alpha_1/sigma_1) at T = 1, where the "
+            f"noise must dominate (the linear VP ends at -5.0), got {value!r}"
         )
     return value
 
@@ -223,34 +247,38 @@ class Sigmoid(VPSchedule):
         if not self.end > self.start:
             raise ArgumentError(f"sigmoid_end must be > sigmoid_start={self.start:g}, got {end!r}")
         self.tau = check_positive("sigmoid_tau", tau)
-        self.log_snr_end = _check_log_snr_end(-10.0 if log_snr_end is None else log_snr_end)
+        self.log_snr_end = _check_log_snr_end(-5.0 if log_snr_end is None else log_snr_end)
         self._s, self._e = self.start / self.tau, self.end / self.tau
-        sig = lambda v: 1 / (1 + math.exp(-v))  # noqa: E731
-        # time truncation c: alpha_bar(1) = sigmoid(log_snr_end), i.e. sigmoid(u_1) = v_e - abar_1 (v_e - v_s)
-        v_s, v_e = sig(self._s), sig(self._e)
-        p = v_e - sig(self.log_snr_end) * (v_e - v_s)
-        u1 = math.log(p / (1 - p))
-        self._c = (u1 * self.tau - self.start) / (self.end - self.start)
-        self._du = (self._e - self._s) * self._c  # du/dt
-        self._log_norm = math.log(1 / (1 + math.exp(self._s))) + math.log(-math.expm1(self._s - self._e))
+        # log K, K = sigmoid(-s) (1 - e^{s - e}): alpha_bar = sigmoid(-u) (1 - e^{u - e}) / K
+        self._log_norm = -math.log1p(math.exp(self._s)) + math.log(-math.expm1(self._s - self._e))
+        # the truncation c: u at t = 1 solves alpha_bar = sigmoid(2 log_snr_end) (see t_from_log_snr)
+        u1 = self._u_of_alpha_bar(1 / (1 + math.exp(-2 * self.log_snr_end)))
+        self._du = u1 - self._s  # du/dt
+        self._c = self._du / (self._e - self._s)
 
     def _u(self, t):
         return self._s + self._du * t
 
+    @_in_float64
     def integrated_beta(self, t):
         u = self._u(t)
         # -log alpha_bar with sigma(a) - sigma(b) = -sigma(a) sigma(-b) expm1(b - a)
         return self._log_norm - (torch.nn.functional.logsigmoid(-u) + torch.log(-torch.expm1(u - self._e)))
 
+    @_in_float64
     def beta(self, t):
         u = self._u(t)
         return self._du * (torch.sigmoid(u) + 1 / torch.expm1(self._e - u))
 
-    def t_from_log_snr(self, lam):
-        # sigmoid(-u) (1 - e^{u - e}) = alpha_bar K with w = e^u:  (1 - w e^{-e}) / (1 + w) = r
-        r = torch.sigmoid(lam) * math.exp(self._log_norm)
+    def _u_of_alpha_bar(self, abar):
+        # sigmoid(-u) (1 - e^{u - e}) = alpha_bar K; with w = e^u, (1 - w e^{-e}) / (1 + w) = r = alpha_bar K
+        r = abar * math.exp(self._log_norm)
         w = (1 - r) / (r + math.exp(-self._e))
-        return (w.log() - self._s) / self._du
+        return w.log() if isinstance(w, Tensor) else math.log(w)
+
+    @_in_float64
+    def t_from_log_snr(self, lam):
+        return (self._u_of_alpha_bar(torch.sigmoid(2 * lam)) - self._s) / self._du  # alpha_bar = sigmoid(2 lam)
 
     def spec(self):
         return {"sigmoid_start": self.start, "sigmoid_end": self.end, "sigmoid_tau": self.tau,
@@ -266,32 +294,37 @@ class ShiftedCosine(VPSchedule):
 
     def __init__(self, shift: float = 1.0, log_snr_end: float | None = None):
         self.shift = check_positive("shift", shift)
-        default_end = -15.0 + 2 * math.log(self.shift)
+        default_end = -7.5 + math.log(self.shift)  # Hoogeboom's log(alpha^2/sigma^2) >= -15, shifted
         self.log_snr_end = _check_log_snr_end(default_end if log_snr_end is None else log_snr_end)
-        self._phi1 = math.atan(self.shift * math.exp(-0.5 * self.log_snr_end))
+        self._phi1 = math.atan(self.shift * math.exp(-self.log_snr_end))
         self._s2 = self.shift**2
 
     def _trig(self, t):
         phi = self._phi1 * t
         return torch.sin(phi), torch.cos(phi)
 
+    @_in_float64
     def integrated_beta(self, t):
         return torch.log1p(torch.tan(self._phi1 * t).square() / self._s2)
 
+    @_in_float64
     def beta(self, t):
         sin, cos = self._trig(t)
         return 2 * self._phi1 * sin / (cos * (self._s2 * cos.square() + sin.square()))
 
+    @_in_float64
     def marginal(self, t):
         sin, cos = self._trig(t)
         norm = torch.sqrt(self._s2 * cos.square() + sin.square())
         return self.shift * cos / norm, sin / norm
 
+    @_in_float64
     def log_snr(self, t):
-        return 2 * math.log(self.shift) - 2 * torch.log(torch.tan(self._phi1 * t))
+        return math.log(self.shift) - torch.log(torch.tan(self._phi1 * t))
 
+    @_in_float64
     def t_from_log_snr(self, lam):
-        return torch.atan(self.shift * torch.exp(-0.5 * lam)) / self._phi1
+        return torch.atan(self.shift * torch.exp(-lam)) / self._phi1
 
     def spec(self):
         return {"shift": self.shift, "log_snr_end": self.log_snr_end}
@@ -338,6 +371,14 @@ class _UserSchedule(VPSchedule):
                 raise ArgumentError(
                     f"alpha_bar(t) must lie in (0, 1] on [0, 1], got {float(values[i])!r} at t = {float(t[i]):.6g}{hint}"
                 )
+        end = float(values[-1])
+        lam_T = 0.5 * math.log(end / (1 - end)) if name == "alpha_bar" and end < 1 else end
+        if lam_T < LOG_SNR_FLOOR:
+            raise ArgumentError(
+                f"{name}(t) reaches alpha_bar = 0 at T = 1 ({name}(1) = {float(values[-1]):.3g}, log-SNR below "
+                f"{LOG_SNR_FLOOR:g}): beta(t) = -d log alpha_bar/dt diverges there; truncate the schedule, "
+                f"e.g. alpha_bar(c * t) with c < 1 so that alpha_bar(1) > 0"
+            )
         dec = values[1:] < values[:-1]
         if not bool(dec.all()):
             i = int((~dec).nonzero()[0])
@@ -370,24 +411,25 @@ class AlphaBar(_UserSchedule):
 
 
 class LogSNR(_UserSchedule):
-    r"""A user's log-SNR :math:`\lambda(t)`: :math:`\bar\alpha = \varsigma(\lambda)`, :math:`1-\bar\alpha = \varsigma(-\lambda)`."""
+    r"""A user's log-SNR :math:`\lambda(t) = \log(\alpha_t/\sigma_t)`: :math:`\bar\alpha = \varsigma(2\lambda)`,
+    :math:`1-\bar\alpha = \varsigma(-2\lambda)`."""
 
     def __init__(self, fn: Callable):
         super().__init__(fn, "log_snr")
         self._check()
 
     def integrated_beta(self, t):
-        return torch.nn.functional.softplus(-self._eval(t))
+        return torch.nn.functional.softplus(-2 * self._eval(t))
 
     def beta(self, t):
-        # sigmoid(-lam) * (-dlam/dt); 0 where lam = +inf (t = 0 of a schedule starting at clean data)
+        # -2 sigmoid(-2 lam) dlam/dt; 0 where lam = +inf (t = 0 of a schedule starting at clean data)
         lam = self._eval(t)
         d = time_derivative(self._eval, t, "log_snr")
-        return torch.where(lam == math.inf, torch.zeros_like(lam), -torch.sigmoid(-lam) * d)
+        return torch.where(lam == math.inf, torch.zeros_like(lam), -2 * torch.sigmoid(-2 * lam) * d)
 
     def marginal(self, t):
         lam = self._eval(t)
-        return torch.sigmoid(lam).sqrt(), torch.sigmoid(-lam).sqrt()
+        return torch.sigmoid(2 * lam).sqrt(), torch.sigmoid(-2 * lam).sqrt()
 
     def log_snr(self, t):
         return self._eval(t)

@@ -88,12 +88,14 @@ class VPSDE(VPFamily):
       (0.9946, DPM-Solver's: :math:`\lambda_1 \approx -4.8`) because :math:`\beta` diverges at
       :math:`c\,t = 1`;
     * ``"sigmoid"`` (Jabri et al. 2022; Chen 2023): ``sigmoid_start``, ``sigmoid_end``,
-      ``sigmoid_tau``, truncated so that :math:`\lambda_1` = ``log_snr_end`` (default -10);
-    * ``"shifted_cosine"`` (Hoogeboom et al. 2023): log-SNR shifted by :math:`2\log` ``shift``,
-      truncated at ``log_snr_end`` (default :math:`-15 + 2\log\text{shift}`).
+      ``sigmoid_tau``, truncated so that :math:`\lambda_1` = ``log_snr_end`` (default -5);
+    * ``"shifted_cosine"`` (Hoogeboom et al. 2023): SNR times ``shift``:math:`^2`, truncated at
+      ``log_snr_end`` (default :math:`-7.5 + \log\text{shift}`).
 
-    Or give your own schedule as a torch callable on :math:`[0, 1]` -- ``alpha_bar=`` for
-    :math:`\bar\alpha(t) = \alpha_t^2` or ``log_snr=`` for :math:`\lambda(t)` -- and leave
+    Log-SNR is :math:`\lambda_t = \log(\alpha_t/\sigma_t)` throughout (half of the
+    :math:`\log(\alpha^2/\sigma^2)` of VDM and Hoogeboom et al.). Or give your own schedule as a
+    torch callable on :math:`[0, 1]` -- ``alpha_bar=`` for :math:`\bar\alpha(t) = \alpha_t^2` or
+    ``log_snr=`` for :math:`\lambda(t)` -- and leave
     ``schedule`` unset; :math:`\beta(t)` is then taken by autograd and the inverse log-SNR by
     safeguarded Newton. Such an SDE has no JSON spec (``spec()`` is None): pass it to
     :func:`~scoresde.load_run` yourself. Options that do not belong to the chosen schedule are
