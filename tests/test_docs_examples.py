@@ -94,6 +94,24 @@ def check_likelihood_overview(ns, out):
     assert ns["bpd"].bpd.shape == (4,) and bool(torch.isfinite(ns["bpd"].mean))
 
 
+def check_howto_conditional_cfg(ns, out):
+    rows = {float(ln.split()[1].rstrip(":")): _floats(ln) for ln in out.splitlines() if ln.startswith("guidance")}
+    assert sorted(rows) == [0.0, 1.0, 3.0]
+    assert 0.15 < rows[0.0][1] < 0.35  # unconditional: about sum_k w_k / 4 = 0.25 (measured 0.264)
+    assert rows[1.0][1] > 0.95 and rows[3.0][1] > 0.95  # measured 0.997 and 1.000 (600 steps)
+    assert "(26 evaluations)" in out  # 25 steps + the denoising step, guided calls counted once
+
+
+def check_howto_conditional_classifier(ns, out):
+    assert _floats(out.strip().splitlines()[-1])[0] > 0.8  # "about 0.9 or more" (measured 0.926)
+
+
+def check_howto_conditional_product(ns, out):
+    exact, ode, rev = _floats(out.strip().splitlines()[-1])
+    assert exact == 0.5 and ode < 0.01  # the PF-ODE collapses to alpha_T x_T
+    assert abs(rev - 1 / 3) < 0.02  # the reverse SDE's stationary variance 1/3 (measured 0.339)
+
+
 #: (file, a string only that block contains) -> its check
 CHECKS = {
     ("README.md", "class OU(ss.SDE)"): check_readme_quick_start,
@@ -104,6 +122,9 @@ CHECKS = {
     ("compare.md", "run_comparison"): check_howto_compare,
     ("likelihood.md", "ss.nll_bound"): check_likelihood_bound,
     ("likelihood.md", "x_back = ss.decode"): check_likelihood_overview,
+    ("conditional.md", "label_dropout=0.2"): check_howto_conditional_cfg,
+    ("conditional.md", "fit_noisy_classifier"): check_howto_conditional_classifier,
+    ("conditional.md", "compose_scores"): check_howto_conditional_product,
 }
 
 
