@@ -7,13 +7,12 @@ from .linear import LinearSDE
 from .linear_base import PREDICTION_KINDS, LinearSDEBase
 from .torchsde_adapter import TorchsdeAdapter, torchsde_integrate
 from .ve import VESDE
-from .vp import VPSDE, SubVPSDE, VPFamily
+from .vp import VPSDE, SubVPSDE
 
 __all__ = [
     "SDE",
     "LinearSDEBase",
     "LinearSDE",
-    "VPFamily",
     "VPSDE",
     "SubVPSDE",
     "VESDE",
