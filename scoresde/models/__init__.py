@@ -1,8 +1,11 @@
-"""Score networks (MLP, U-Net), time embeddings, and ``ScoreModel`` (eps / score / x0 / v)."""
+"""Score networks (MLP, U-Net), time embeddings, ``ScoreModel`` (eps / score / x0 / v), and adapters
+for diffusers models and EDM / k-diffusion denoisers."""
 
+from .adapters import DenoiserScoreModel, DiffusersScoreModel, from_denoiser, from_diffusers, load_diffusers
 from .embeddings import GaussianFourierEmbedding, SinusoidalEmbedding
 from .mlp import MLP
 from .score_model import PARAMETERIZATIONS, ScoreModel
 from .unet import UNet
 
-__all__ = ["MLP", "UNet", "ScoreModel", "GaussianFourierEmbedding", "SinusoidalEmbedding", "PARAMETERIZATIONS"]
+__all__ = ["MLP", "UNet", "ScoreModel", "GaussianFourierEmbedding", "SinusoidalEmbedding", "PARAMETERIZATIONS",
+           "from_diffusers", "load_diffusers", "from_denoiser", "DiffusersScoreModel", "DenoiserScoreModel"]
