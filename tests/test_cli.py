@@ -568,3 +568,80 @@ def test_built_in_sde_names_and_their_kwargs_reach_the_constructors(tmp_path, ca
                  "--out", str(tmp_path / "run")]) == 0
     recorded = json.loads((tmp_path / "run" / "config.json").read_text())["model"]["sde"]
     assert recorded["name"] == "VPSDE" and recorded["kwargs"]["schedule"] == "cosine" and recorded["kwargs"]["eps"] == 1e-3
+
+
+# ---- --diffusers: a diffusers folder instead of a run ---------------------------------------------
+@pytest.fixture(scope="module")
+def diffusers_dir(tmp_path_factory):
+    """A random-weight 4x4 UNet2DModel and a DDPMScheduler written with save_pretrained (pipeline
+    layout), and 256-level 4x4 images to measure it on."""
+    diffusers = pytest.importorskip("diffusers")
+    import torch
+
+    root = tmp_path_factory.mktemp("diffusers")
+    torch.manual_seed(0)
+    unet = diffusers.UNet2DModel(sample_size=4, in_channels=1, out_channels=1, layers_per_block=1,
+                                 block_out_channels=(8, 16), down_block_types=("DownBlock2D", "DownBlock2D"),
+                                 up_block_types=("UpBlock2D", "UpBlock2D"), norm_num_groups=4)
+    unet.save_pretrained(root / "model" / "unet")
+    diffusers.DDPMScheduler(num_train_timesteps=1000).save_pretrained(root / "model" / "scheduler")
+    np.savez(root / "images.npz", x=np.random.default_rng(0).integers(0, 256, (6, 4, 4), dtype=np.uint8))
+    np.savez(root / "points.npz", x=np.zeros((6, 2), dtype=np.float32))
+    return root
+
+
+def test_a_diffusers_folder_serves_sample_likelihood_and_compare(diffusers_dir, tmp_path, capsys):
+    model, images = str(diffusers_dir / "model"), str(diffusers_dir / "images.npz")
+    assert main(["sample", "--diffusers", model, "--sampler", "dpm_solver", "--steps", "4", "--n", "3",
+                 "--out", str(tmp_path / "s.npz")]) == 0
+    x = np.load(tmp_path / "s.npz")["x"]
+    assert x.shape == (3, 1, 4, 4) and np.isfinite(x).all()
+    assert main(["likelihood", "--diffusers", model, "--data", images, "--n", "2", "--trace", "exact",
+                 "--rtol", "1e-3", "--atol", "1e-3", "--json", str(tmp_path / "ll.json")]) == 0
+    out = capsys.readouterr().out
+    assert "2 points of" in out and "bits/dim" in out and "256 levels on [-1, 1]" in out
+    numbers = json.loads((tmp_path / "ll.json").read_text())
+    assert np.isfinite(numbers["bits_per_dim"]) and numbers["bits_per_dim"] > 0
+    assert main(["compare", "--diffusers", model, "--data", images, "--samplers", "dpm_solver,em", "--nfe", "3",
+                 "--n", "4", "--out", str(tmp_path / "cmp")]) == 0
+    rows = (tmp_path / "cmp" / "compare.csv").read_text().splitlines()
+    assert len(rows) == 3 and rows[1].startswith("model,dpm_solver,3")
+
+
+def test_diffusers_mistakes_are_one_line_naming_them(diffusers_dir, tmp_path, capsys, monkeypatch):
+    import shutil
+
+    from scoresde.cli import commands
+
+    def expensive(*args, **kwargs):
+        raise AssertionError("expensive work started before the arguments were checked")
+
+    for name in ("sample", "log_likelihood", "run_comparison"):
+        monkeypatch.setattr(commands, name, expensive)
+    model = str(diffusers_dir / "model")
+    no_weights = tmp_path / "no_weights"
+    shutil.copytree(diffusers_dir / "model", no_weights)
+    (no_weights / "unet" / "diffusion_pytorch_model.safetensors").unlink()
+    odd = tmp_path / "odd"
+    shutil.copytree(diffusers_dir / "model", odd)
+    config = json.loads((odd / "scheduler" / "scheduler_config.json").read_text())
+    (odd / "scheduler" / "scheduler_config.json").write_text(json.dumps({**config, "prediction_type": "flow"}))
+    (tmp_path / "empty").mkdir()
+    out = ["--out", str(tmp_path / "s.npz")]
+    cases = [
+        (["sample", *out], "give --checkpoint (a scoresde run) or --diffusers DIR"),
+        (["sample", "--diffusers", model, "--checkpoint", model, *out], "not both"),
+        (["sample", "--diffusers", str(tmp_path / "nope"), *out], "does not exist or is not a folder"),
+        (["sample", "--diffusers", str(tmp_path / "empty"), *out], "holds no diffusers UNet"),
+        (["sample", "--diffusers", str(no_weights), *out], "holds no safetensors weights"),
+        (["sample", "--diffusers", str(odd), *out], "prediction_type must be one of 'epsilon'"),
+        (["sample", "--diffusers", model, "--sde", "vp", *out], "--sde does not apply to --diffusers"),
+        (["likelihood", "--diffusers", model], "records no data set (not trained by `scoresde train`): pass --data"),
+        (["likelihood", "--diffusers", model, "--data", str(diffusers_dir / "points.npz")],
+         "has samples of shape (2,), but the model was trained on shape (1, 4, 4)"),
+        (["compare", "--diffusers", model, "--analytic", "ring", "--out", str(tmp_path / "c")], "give exactly one of"),
+    ]
+    for argv, needle in cases:
+        assert main(argv) == 2, argv
+        assert_one_line_error(capsys.readouterr().err, needle)
+    assert not (tmp_path / "s.npz").exists()

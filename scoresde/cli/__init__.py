@@ -39,6 +39,14 @@ def _sde_option(p: argparse.ArgumentParser, what: str) -> None:
                         "config's sde.kwargs). Only the command line names a class to import, never a file")
 
 
+def _diffusers_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--diffusers", default=None, metavar="DIR",
+                   help="instead of --checkpoint: a diffusers UNet2DModel and its scheduler from a local folder "
+                        "written with save_pretrained (a pipeline folder with unet/ and scheduler/, or "
+                        "config.json + weights + scheduler_config.json); safetensors only, nothing downloaded "
+                        "(needs pip install 'scoresde[diffusers]')")
+
+
 def _progress_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true",
                    help="no progress bars (they are also off when stderr is not a terminal)")
@@ -86,7 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("sample", formatter_class=_FORMATTER, help="draw samples from a trained model",
                        description="Draw samples from a checkpoint with any sampler; writes an .npz (array `x`, "
                                    "plus `nfe`, `sampler`, `seconds`) and optionally a plot.")
-    p.add_argument("--checkpoint", required=True, help="a checkpoint file (step_*.ckpt) or a run folder (its newest)")
+    p.add_argument("--checkpoint", default=None, help="a checkpoint file (step_*.ckpt) or a run folder (its newest)")
+    _diffusers_option(p)
     p.add_argument("--sampler", default="euler_maruyama", help="sampler name or alias (em, rd, ald); see "
                    "`scoresde.available_samplers()` (default euler_maruyama)")
     p.add_argument("--steps", type=int, default=None, help="number of steps (default: the sampler's own)")
@@ -109,9 +118,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("likelihood", formatter_class=_FORMATTER, help="exact log-likelihood (bits/dim) of data",
                        description="Log-likelihood of held-out data through the probability-flow ODE, in nats per "
                                    "point, and bits/dim for image data (uniform dequantisation).")
-    p.add_argument("--checkpoint", required=True, help="a checkpoint file or a run folder")
+    p.add_argument("--checkpoint", default=None, help="a checkpoint file or a run folder")
+    _diffusers_option(p)
     p.add_argument("--data", default=None, help="ring, digits, a toy set name or a .npz file (default: the "
-                   "held-out split of the training data)")
+                   "held-out split of the training data; needed with --diffusers)")
     p.add_argument("--trace", choices=["exact", "hutchinson"], default="exact",
                    help="divergence: exact Jacobian trace (D backward passes) or the Hutchinson estimate")
     p.add_argument("--n", type=int, default=500, help="number of data points (default 500; 0: all)")
@@ -132,6 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
         description=comparison.__doc__)
     p.add_argument("--checkpoint", default=None, help="a trained model (on the ring mixture the exact score is "
                    "compared too)")
+    _diffusers_option(p)
     p.add_argument("--analytic", default=None, help="an exact mixture score instead of a model: ring or random16")
     p.add_argument("--samplers", default="em,pc,ode,heun,dpm_solver", help="comma-separated sampler names "
                    "(default em,pc,ode,heun,dpm_solver; ode runs fixed-step midpoint at the budget)")

@@ -33,12 +33,14 @@ from .common import (
     build_model,
     build_sampler,
     check_data_file,
+    check_model_source,
     check_output_file,
     check_plot_file,
     check_sde_option,
     check_writable_dir,
     cli_metadata,
     label_tensor,
+    load_cli_model,
     load_cli_run,
     load_config,
     make_sde,
@@ -121,6 +123,7 @@ def sample_cmd(args: argparse.Namespace) -> int:
     check_optional_int("--steps", args.steps)
     check_seed("--seed", args.seed)
     check_sde_option(args.sde)
+    check_model_source(args)
     labels = parse_labels(args.label)
     if args.guidance is not None and labels is None:
         raise CLIError("--guidance weighs the conditional score of --label against the unconditional one: give --label")
@@ -129,7 +132,7 @@ def sample_cmd(args: argparse.Namespace) -> int:
     out = check_output_file(args.out, "--out")
     plot = check_plot_file(args.plot, "--plot") if args.plot else None
     torch.manual_seed(args.seed)
-    run = load_cli_run(args.checkpoint, device, args.sde)
+    run = load_cli_model(args, device)
     if plot is not None and not (len(run.data_shape) == 3 or run.data_shape == (2,)):
         raise CLIError(f"--plot draws 2-D points or images; this run's samples have shape {run.data_shape}")
     shape = (args.n, *run.data_shape)
@@ -172,17 +175,17 @@ def likelihood_cmd(args: argparse.Namespace) -> int:
     check_int("--sde-bound", args.sde_bound, 0)
     check_seed("--seed", args.seed)
     check_sde_option(args.sde)
+    source = check_model_source(args)
     check_data_file(args.data, "--data")
     json_out = check_output_file(args.json, "--json") if args.json else None
     device = resolve_device(args.device)
     torch.manual_seed(args.seed)
-    run = load_cli_run(args.checkpoint, device, args.sde)
+    run = load_cli_model(args, device)
     spec = run_data_spec(run) or {}
     if args.data is not None:
         spec = {**spec, "name": args.data}
     elif not spec:
-        raise CLIError(f"--checkpoint {args.checkpoint!r} records no data set (not trained by `scoresde train`): "
-                       f"pass --data")
+        raise CLIError(f"{source} records no data set (not trained by `scoresde train`): pass --data")
     if args.sde_bound and not isinstance(run.sde, LinearSDEBase):
         raise CLIError(f"--sde-bound needs a linear SDE (closed-form marginals); this run's SDE is {run.sde!r}")
     data = build_data(spec, "test", "--data")
@@ -243,8 +246,10 @@ def likelihood_cmd(args: argparse.Namespace) -> int:
 
 # ---- compare ---------------------------------------------------------------------------------
 def compare_cmd(args: argparse.Namespace) -> int:
-    if (args.checkpoint is None) == (args.analytic is None):
-        raise CLIError("give exactly one of --checkpoint (a trained model) or --analytic NAME (an exact score)")
+    if (args.checkpoint is not None) + (args.diffusers is not None) + (args.analytic is not None) != 1:
+        raise CLIError("give exactly one of --checkpoint (a trained model), --diffusers DIR (a diffusers model) or "
+                       "--analytic NAME (an exact score)")
+    source = check_model_source(args, required=False)
     if args.analytic is not None and args.analytic not in ANALYTIC:
         raise CLIError(f"unknown --analytic {args.analytic!r}; valid: {', '.join(ANALYTIC)}")
     if args.analytic is not None and args.data is not None:
@@ -262,14 +267,14 @@ def compare_cmd(args: argparse.Namespace) -> int:
     out = check_writable_dir(args.out, "--out")
     csv_path, png_path = check_output_file(out / "compare.csv"), check_output_file(out / "compare.png")
     score_fns = {}
-    if args.checkpoint is not None:
-        run = load_cli_run(args.checkpoint, device, args.sde)
+    if source is not None:
+        run = load_cli_model(args, device)
         sde = run.sde
         spec = run_data_spec(run)
         if args.data is not None:
             spec = {**(spec or {}), "name": args.data}
         elif spec is None:
-            raise CLIError(f"--checkpoint {args.checkpoint!r} records no data set (not trained by `scoresde train`): "
+            raise CLIError(f"{source} records no data set (not trained by `scoresde train`): "
                            f"pass --data for the reference samples")
         name = spec["name"]
         score_fns["model"] = score_fn_for(run.model)

@@ -512,3 +512,63 @@ def label_tensor(labels: list[int], n: int, model: torch.nn.Module, what: str = 
     if max(labels) >= k:
         raise CLIError(f"{what} must be in [0, {k - 1}] (the model has {k} classes), got {max(labels)}")
     return torch.tensor(labels, dtype=torch.long)[torch.arange(n) % len(labels)]
+
+
+# ---- --checkpoint or --diffusers ---------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class DiffusersSource:
+    """A diffusers folder (``--diffusers``) in the role of a run: what ``sample``, ``likelihood``
+    and ``compare`` read from a run (``model``, ``sde``, ``data_shape``; no recorded data set)."""
+
+    model: torch.nn.Module
+    sde: SDE
+    data_shape: tuple[int, ...]
+    folder: str
+    metadata: dict = dataclasses.field(default_factory=dict)
+
+
+def check_model_source(args, *, required: bool = True) -> str | None:
+    """Exactly one of ``--checkpoint`` and ``--diffusers`` (or neither when not ``required``);
+    ``--sde`` only with a checkpoint. Returns how to name the source in messages."""
+    checkpoint, folder = args.checkpoint, getattr(args, "diffusers", None)
+    if checkpoint is not None and folder is not None:
+        raise CLIError("give --checkpoint (a scoresde run) or --diffusers (a diffusers folder), not both")
+    if checkpoint is None and folder is None:
+        if required:
+            raise CLIError("give --checkpoint (a scoresde run) or --diffusers DIR (a diffusers folder)")
+        return None
+    if folder is not None:
+        if getattr(args, "sde", None) is not None:
+            raise CLIError("--sde does not apply to --diffusers: the SDE is the scheduler's noise schedule")
+        if not Path(folder).is_dir():
+            raise CLIError(f"--diffusers {folder!r} does not exist or is not a folder")
+        return f"--diffusers {folder!r}"
+    return f"--checkpoint {checkpoint!r}"
+
+
+def load_diffusers_source(folder: str, device: torch.device) -> DiffusersSource:
+    """``--diffusers DIR``: the UNet and scheduler of a save_pretrained folder, through
+    :func:`scoresde.models.load_diffusers` (fixed classes, safetensors, local files only)."""
+    from ..models.adapters import load_diffusers
+
+    try:
+        model, sde = load_diffusers(folder, device=device)
+    except ArgumentError as err:
+        raise CLIError(f"--diffusers: {err}") from None
+    config = model.unet.config
+    if getattr(config, "num_class_embeds", None) or getattr(config, "class_embed_type", None) is not None \
+            or not hasattr(config, "sample_size") or type(model.unet).__name__ != "UNet2DModel":
+        raise CLIError(f"--diffusers {folder!r}: the command line serves unconditional UNet2DModels; this "
+                       f"{type(model.unet).__name__} needs conditioning inputs (use the Python API, "
+                       f"scoresde.models.load_diffusers)")
+    size = config.sample_size
+    hw = (size, size) if isinstance(size, int) else tuple(size)
+    return DiffusersSource(model=model, sde=sde, data_shape=(int(config.in_channels), *map(int, hw)),
+                           folder=str(folder))
+
+
+def load_cli_model(args, device: torch.device) -> Run | DiffusersSource:
+    """The model of ``--checkpoint`` (:func:`load_cli_run`) or of ``--diffusers``."""
+    if getattr(args, "diffusers", None) is not None:
+        return load_diffusers_source(args.diffusers, device)
+    return load_cli_run(args.checkpoint, device, args.sde)
