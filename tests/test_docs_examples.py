@@ -112,6 +112,16 @@ def check_howto_conditional_product(ns, out):
     assert abs(rev - 1 / 3) < 0.02  # the reverse SDE's stationary variance 1/3 (measured 0.339)
 
 
+def check_howto_diffusers(ns, out):
+    rows = {ln.split(":")[0]: _floats(ln) for ln in out.strip().splitlines()}
+    # our samplers on the adapter reproduce diffusers' loops to float32 round-off (measured 4e-7, 3e-7)
+    assert rows["DDIM"][-1] < 1e-5 and rows["DPM-Solver++(2M)"][-1] < 1e-5, rows
+    assert 0 < rows["bits/dim of a random-weight UNet"][-1] < 30, rows  # random weights: 16.7
+    assert rows["denoiser score vs exact"][-1] < 1e-10, rows  # the exact Gaussian denoiser: round-off
+    torch.testing.assert_close(ns["model2"](ns["x_T"], ns["times"][:4].float()),
+                               ns["model"](ns["x_T"], ns["times"][:4].float()), rtol=0, atol=0)  # the folder
+
+
 #: (file, a string only that block contains) -> its check
 CHECKS = {
     ("README.md", "class OU(ss.SDE)"): check_readme_quick_start,
@@ -125,6 +135,7 @@ CHECKS = {
     ("conditional.md", "label_dropout=0.2"): check_howto_conditional_cfg,
     ("conditional.md", "fit_noisy_classifier"): check_howto_conditional_classifier,
     ("conditional.md", "compose_scores"): check_howto_conditional_product,
+    ("diffusers.md", "ss.models.from_diffusers"): check_howto_diffusers,
 }
 
 

@@ -36,6 +36,7 @@ the functions that need it; nothing here downloads anything.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 from collections.abc import Callable
@@ -284,8 +285,11 @@ def load_diffusers(
     except (ValueError, NotImplementedError, TypeError) as err:
         raise ArgumentError(f"{str(scheduler_file)!r}: {err}") from None
     _prediction_type(scheduler)  # before loading any weights
+    # low_cpu_mem_usage needs accelerate; without it diffusers would warn and fall back anyway
+    lazy_init = importlib.util.find_spec("accelerate") is not None
     try:
-        unet = getattr(diffusers, name).from_pretrained(unet_dir, use_safetensors=True, local_files_only=True)
+        unet = getattr(diffusers, name).from_pretrained(unet_dir, use_safetensors=True, local_files_only=True,
+                                                         low_cpu_mem_usage=lazy_init)
     except (OSError, ValueError, RuntimeError) as err:
         raise ArgumentError(f"cannot load the {name} in {str(unet_dir)!r}: {str(err).splitlines()[0]}") from None
     if device is not None or dtype is not None:
