@@ -154,7 +154,7 @@ def log_likelihood(
     Args:
         score_fn: ``score_fn(x, t) -> Tensor`` of ``x``'s shape, ``t`` of shape ``(batch,)``.
         sde: any :class:`~scoresde.SDE` whose diffusion depends on ``t`` only (every
-            :class:`~scoresde.LinearSDE`, custom drifts included).
+            linear SDE, :class:`~scoresde.LinearSDEBase`, and custom drifts).
         x: data, shape ``(batch, *dims)``, float32 or float64, on any device.
         trace: ``"exact"`` (full Jacobian trace, ``D`` vector-Jacobian products per step;
             practical to a few hundred dimensions on a CPU) or ``"hutchinson"`` (unbiased).

@@ -142,17 +142,29 @@ class VPSDE(VPFamily):
             else:
                 sched = _s.ShiftedCosine(shift, log_snr_end)
         self.schedule = sched.name
-        for name, value in (sched.spec() or {}).items():  # the schedule's parameters: sde.beta_min, ...
+        options = sched.spec()
+        if sched.name in ("linear", "cosine"):
+            # the options every run recorded before the other schedules existed, used or not:
+            # a resumed run compares its recorded spec with this one key by key
+            lin = sched if sched.name == "linear" else _s.Linear(**betas)
+            cos = sched if sched.name == "cosine" else _s.Cosine(cosine_s, cosine_end)
+            options = {"beta_min": lin.beta_min, "beta_max": lin.beta_max, "cosine_s": cos.cosine_s,
+                       "cosine_end": cos.cosine_end}
+        self._options = options
+        for name, value in (options or {}).items():  # the schedule's parameters: sde.beta_min, ...
             setattr(self, name, value)
         self._init_vp(sched, eps)
 
     def spec(self) -> dict | None:
         """The constructor's arguments as JSON values, so that ``VPSDE(**sde.spec())`` is the same
         SDE; None for a user's callable schedule (which no file can hold)."""
-        kwargs = self._schedule.spec()
-        if kwargs is None:
+        if self._options is None:
             return None
-        return {**kwargs, "schedule": self.schedule, "eps": self.eps}
+        if self.schedule in ("linear", "cosine"):  # the recorded layout, key order included
+            o = self._options
+            return {"beta_min": o["beta_min"], "beta_max": o["beta_max"], "schedule": self.schedule,
+                    "cosine_s": o["cosine_s"], "cosine_end": o["cosine_end"], "eps": self.eps}
+        return {"schedule": self.schedule, **self._options, "eps": self.eps}
 
     def __repr__(self) -> str:
         return f"VPSDE({self._schedule!r})"
