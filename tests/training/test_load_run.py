@@ -29,8 +29,10 @@ def scores(model, dtype=torch.float32):
         return model(x, t)
 
 
-@pytest.mark.parametrize("sde", [ss.VPSDE(), ss.VPSDE(schedule="cosine", eps=1e-3), ss.SubVPSDE(0.2, 15.0), ss.VESDE(0.02, 8.0)],
-                         ids=["vp", "vp_cosine", "subvp", "ve"])
+@pytest.mark.parametrize("sde", [ss.VPSDE(), ss.VPSDE(schedule="cosine", eps=1e-3), ss.SubVPSDE(0.2, 15.0), ss.VESDE(0.02, 8.0),
+                                 ss.VPSDE(schedule="shifted_cosine", shift=0.5),
+                                 ss.DiscreteVPSDE(betas=torch.linspace(1e-4, 0.05, 100))],
+                         ids=["vp", "vp_cosine", "subvp", "ve", "vp_shifted_cosine", "discrete"])
 def test_a_run_trained_through_the_api_round_trips(tmp_path, sde):
     trainer = train(tmp_path, sde)
     run = ss.load_run(tmp_path)
