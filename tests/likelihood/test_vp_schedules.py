@@ -3,7 +3,7 @@
 Exact score, exact prior, exact trace, float64 and tight tolerances (rtol = atol = 1e-8): at the
 default 1e-5 the ODE solver's own error is about 1e-3 nats. Measured at 1e-8 (max |error| over
 32 points): sigmoid 6e-8 / 1.5e-6 (2-D / 8-D), shifted cosine 7e-8 / 1.3e-6, DiscreteVPSDE of
-DDPM's linear betas 5e-6 / 2.7e-5 and of squaredcos_cap_v2 1e-5 / 6.3e-5 (its beta is only C^1 in t,
+DDPM's linear betas 5e-6 / 2.7e-5 and of squaredcos_cap_v2 1e-5 / 6.3e-5 (its beta is continuous but its slope jumps at the nodes,
 so dopri5 steps more finely past the N nodes: 1200-1750 evaluations against 300-470).
 """
 
