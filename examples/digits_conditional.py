@@ -162,8 +162,9 @@ def main(argv=None):
     print(f"  unconditional U-Net:               {float(bpd_u.mean()):.4f} +- {se(bpd_u):.4f} ({nfe_u} NFE)")
     print(f"  conditional U-Net, null class:     {float(bpd_null.mean()):.4f} +- {se(bpd_null):.4f} ({nfe_n} NFE)")
     print(f"  difference null - unconditional:   {float(diff.mean()):+.4f} +- {se(diff):.4f} (paired)")
-    print(f"  conditional U-Net, true labels:    {float(bpd_c.mean()):.4f} +- {se(bpd_c):.4f} ({nfe_c} NFE; "
-          f"log p(x|y) <= log p(x) + log 10, i.e. at most {math.log2(10) / 64:.3f} bits/dim lower)")
+    print(f"  conditional U-Net, true labels:    {float(bpd_c.mean()):.4f} +- {se(bpd_c):.4f} ({nfe_c} NFE; for exact "
+          f"densities log p(x|y) - log p(x) = log p(y|x) - log p(y) <= log 10: at most {math.log2(10) / 64:.3f} "
+          f"bits/dim lower)")
     results["bits_per_dim"] = {
         "n": n, "unconditional": float(bpd_u.mean()), "unconditional_se": se(bpd_u),
         "null_class": float(bpd_null.mean()), "null_class_se": se(bpd_null),
