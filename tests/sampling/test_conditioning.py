@@ -282,7 +282,7 @@ def test_composing_conditions_on_independent_coordinates_is_the_exact_score():
                                           pytest.param("euler_maruyama", dict(steps=500, seed=5), marks=pytest.mark.slow)])
 def test_sampling_two_composed_conditions_gives_the_exact_joint_conditional(sampler, opts):
     target = _sub(GRID, [2 * 1 + 1])  # y1 = 1 (x1's middle component), y2 = 4 (x2's second)
-    x = ss.sample(GRID_CLASSES.score_fn(SDE), SDE, (N, 2), sampler=sampler, x_start=_start(target, 6),
+    x = ss.sample(GRID_CLASSES.score_fn(SDE), SDE, (N, 2), sampler=sampler, x_start=_start(target, 7),
                   cond=torch.tensor([[1, 4]]).expand(N, 2), dtype=F64, denoise=sampler != "ode", **opts).x
     _check_mixture(x, target)
 
