@@ -179,10 +179,11 @@ class DSMLoss:
         alpha, sigma = (expand_to(v, x0) for v in self.sde.marginal(t))
         xt = alpha * x0 + sigma * noise
         if y is None:
-            eps_hat = model.eps(xt, t) if hasattr(model, "eps") else -sigma * model(xt, t)
+            eps_hat = model.eps(xt, t) if hasattr(model, "eps") else self.sde.to_eps(model(xt, t), xt, t, "score")
         else:  # the dropout draws come after the noise: an unconditional run's stream is untouched
             y = drop_labels(model, y, self.label_dropout, generator, total=total, rows=rows)
-            eps_hat = model.eps(xt, t, y=y) if hasattr(model, "eps") else -sigma * model(xt, t, y=y)
+            eps_hat = (model.eps(xt, t, y=y) if hasattr(model, "eps")
+                       else self.sde.to_eps(model(xt, t, y=y), xt, t, "score"))
         err = (eps_hat - noise).flatten(1).square().sum(1)  # ||sigma s + n||^2 = ||n - eps_hat||^2
         return 0.5 * w * err
 
