@@ -297,6 +297,7 @@ def test_load_run_round_trips_a_cli_run_and_sample_uses_it(trained_run, tmp_path
 
     import scoresde as ss
     from scoresde.cli.common import score_fn_for
+    from scoresde.distributed_sampling import sample_seeds
     from scoresde.training import load_checkpoint
 
     run = ss.load_run(trained_run)
@@ -310,8 +311,12 @@ def test_load_run_round_trips_a_cli_run_and_sample_uses_it(trained_run, tmp_path
         assert torch.equal(run.model(x, t), by_hand.eval()(x, t))
     assert main(["sample", "--checkpoint", str(trained_run), "--sampler", "em", "--steps", "20", "--n", "50",
                  "--out", str(tmp_path / "a.npz"), "--seed", "5"]) == 0
-    res = ss.sample(score_fn_for(run.model), run.sde, (50, 2), sampler="euler_maruyama", steps=20, seed=5)
-    np.testing.assert_array_equal(np.load(tmp_path / "a.npz")["x"], res.x.numpy())
+    # sample i is seeded by sample_seed(5, i); 50 samples are one chunk of the default --batch-size
+    seeds = sample_seeds(5, 50)
+    res = ss.sample(score_fn_for(run.model), run.sde, (50, 2), sampler="euler_maruyama", steps=20, seed=seeds)
+    saved = np.load(tmp_path / "a.npz")
+    np.testing.assert_array_equal(saved["x"], res.x.numpy())
+    assert saved["seeds"].tolist() == seeds and str(saved["seeding"]) == "per_sample" and int(saved["world_size"]) == 1
 
 
 def test_a_run_trained_through_the_python_api_serves_every_command(tmp_path, capsys):
@@ -319,6 +324,7 @@ def test_a_run_trained_through_the_python_api_serves_every_command(tmp_path, cap
     from safetensors.torch import load_file
 
     import scoresde as ss
+    from scoresde.distributed_sampling import sample_seeds
 
     sde = ss.VPSDE(schedule="cosine")
     torch.manual_seed(0)
@@ -329,7 +335,7 @@ def test_a_run_trained_through_the_python_api_serves_every_command(tmp_path, cap
                  "--out", str(tmp_path / "s.npz"), "--seed", "1"]) == 0
     run = ss.load_run(tmp_path / "api")
     with torch.no_grad():
-        want = ss.sample(run.model, run.sde, (20, 2), sampler="dpm_solver", steps=5, seed=1).x
+        want = ss.sample(run.model, run.sde, (20, 2), sampler="dpm_solver", steps=5, seed=sample_seeds(1, 20)).x
     np.testing.assert_array_equal(np.load(tmp_path / "s.npz")["x"], want.numpy())
     assert main(["likelihood", "--checkpoint", str(tmp_path / "api"), "--n", "3", "--rtol", "1e-3", "--atol", "1e-3"]) == 2
     assert_one_line_error(capsys.readouterr().err, "records no data set (not trained by `scoresde train`): pass --data")
@@ -355,6 +361,7 @@ BAD_INVOCATIONS = [
     (["sample", "--checkpoint", "{run}", "--sampler", "pc", "--option", "snr=-1"], "--option: sampler 'pc': snr must be"),
     (["sample", "--checkpoint", "{run}", "--option", "novalue"], "--option must look like name=value"),
     (["sample", "--checkpoint", "{run}", "--n", "0"], "--n must be an integer >= 1, got 0"),
+    (["sample", "--checkpoint", "{run}", "--batch-size", "0"], "--batch-size must be an integer >= 1, got 0"),
     (["sample", "--checkpoint", "{run}", "--steps", "-5"], "--steps must be an integer >= 1, got -5"),
     (["sample", "--checkpoint", "{run}", "--seed", "-1"], "--seed must be an integer in [0, "),
     (["sample", "--checkpoint", "{run}", "--device", "cuda:7"], "--device='cuda:7'"),
@@ -438,7 +445,7 @@ def mistakes(trained_run, tmp_path, monkeypatch):
     def expensive(*args, **kwargs):
         raise AssertionError("expensive work started before the arguments were checked")
 
-    for name in ("sample", "log_likelihood", "nll_bound", "run_comparison"):
+    for name in ("sample_in_chunks", "log_likelihood", "nll_bound", "run_comparison"):
         monkeypatch.setattr(commands, name, expensive)
     monkeypatch.setattr(Trainer, "fit", expensive)
     monkeypatch.setattr(torch, "set_num_threads", lambda n: None)
@@ -616,7 +623,7 @@ def test_diffusers_mistakes_are_one_line_naming_them(diffusers_dir, tmp_path, ca
     def expensive(*args, **kwargs):
         raise AssertionError("expensive work started before the arguments were checked")
 
-    for name in ("sample", "log_likelihood", "run_comparison"):
+    for name in ("sample_in_chunks", "log_likelihood", "run_comparison"):
         monkeypatch.setattr(commands, name, expensive)
     model = str(diffusers_dir / "model")
     no_weights = tmp_path / "no_weights"

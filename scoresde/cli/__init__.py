@@ -93,13 +93,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("sample", formatter_class=_FORMATTER, help="draw samples from a trained model",
                        description="Draw samples from a checkpoint with any sampler; writes an .npz (array `x`, "
-                                   "plus `nfe`, `sampler`, `seconds`) and optionally a plot.")
+                                   "plus `nfe`, `sampler`, `seconds`, `seeds`) and optionally a plot. Sample i is "
+                                   "seeded by (--seed, i) alone and the samples are drawn in chunks of --batch-size, "
+                                   "so under torchrun the ranks share the chunks and rank 0 writes the same file, "
+                                   "bit for bit, as one process (docs/distributed.md).",
+                       epilog="Example: torchrun --standalone --nproc_per_node=8 -m scoresde sample --checkpoint "
+                              "runs/digits --n 10000 --out samples.npz")
     p.add_argument("--checkpoint", default=None, help="a checkpoint file (step_*.ckpt) or a run folder (its newest)")
     _diffusers_option(p)
     p.add_argument("--sampler", default="euler_maruyama", help="sampler name or alias (em, rd, ald); see "
                    "`scoresde.available_samplers()` (default euler_maruyama)")
     p.add_argument("--steps", type=int, default=None, help="number of steps (default: the sampler's own)")
-    p.add_argument("--n", type=int, default=1000, help="number of samples (default 1000)")
+    p.add_argument("--n", "--num-samples", type=int, default=1000,
+                   help="number of samples (default 1000); under torchrun write --num-samples, as torchrun's own "
+                        "parser takes --n for an abbreviation of its --nnodes / --nproc-per-node")
+    p.add_argument("--batch-size", type=int, default=256,
+                   help="samples per sampler call (default 256): the chunk that processes share; the samples "
+                        "do not depend on the number of processes (they may on this, e.g. with the adaptive ode)")
     p.add_argument("--out", default="samples.npz", help="output .npz file (default samples.npz)")
     p.add_argument("--plot", default=None, metavar="FILE.png", help="also draw the samples (scatter or image grid)")
     p.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",

@@ -18,12 +18,12 @@ import torch
 
 from .. import analytic
 from ..data import ImageData, MixtureDataset
+from ..distributed_sampling import sample_in_chunks
 from ..errors import check_int, check_optional_int, check_real, check_seed, check_tolerance
 from ..likelihood import log_likelihood, nll_bound
-from ..sampling import sample
 from ..sde import VPSDE, LinearSDEBase
 from ..training import DSMLoss, SlicedScoreMatchingLoss, Trainer
-from ..training.distributed import shutdown
+from ..training.distributed import default_device, env_world_size, setup, shutdown
 from ..training.files import atomic_write
 from ..training.run_folder import RunFolder
 from .common import (
@@ -120,6 +120,7 @@ def train(args: argparse.Namespace) -> int:
 def sample_cmd(args: argparse.Namespace) -> int:
     sampler = build_sampler(resolve_sampler(args.sampler), args.option)
     check_int("--n", args.n, 1)
+    check_int("--batch-size", args.batch_size, 1)
     check_optional_int("--steps", args.steps)
     check_seed("--seed", args.seed)
     check_sde_option(args.sde)
@@ -128,7 +129,10 @@ def sample_cmd(args: argparse.Namespace) -> int:
     if args.guidance is not None and labels is None:
         raise CLIError("--guidance weighs the conditional score of --label against the unconditional one: give --label")
     guidance = None if args.guidance is None else check_real("--guidance", args.guidance)
-    device = resolve_device(args.device)
+    # under torchrun with no device given, each rank takes cuda:LOCAL_RANK (or the cpu), as `train` does
+    launched = env_world_size() > 1
+    device = (default_device() or torch.device("cpu")) if launched and args.device is None else \
+        resolve_device(args.device)
     out = check_output_file(args.out, "--out")
     plot = check_plot_file(args.plot, "--plot") if args.plot else None
     torch.manual_seed(args.seed)
@@ -137,21 +141,44 @@ def sample_cmd(args: argparse.Namespace) -> int:
         raise CLIError(f"--plot draws 2-D points or images; this run's samples have shape {run.data_shape}")
     shape = (args.n, *run.data_shape)
     cond = None if labels is None else label_tensor(labels, args.n, run.model)
-    start = time.perf_counter()
-    res = sample(score_fn_for(run.model), run.sde, shape, sampler=sampler, steps=args.steps, seed=args.seed,
-                 device=device, progress=show_progress(args), cond=cond, guidance=guidance)
-    seconds = time.perf_counter() - start
-    x = res.x.detach().cpu()
+    # every rank got here with the same checks passed; the chunks are shared from here on
+    info = setup(device)
+    try:
+        res = sample_in_chunks(score_fn_for(run.model), run.sde, shape, seed=args.seed, batch_size=args.batch_size,
+                               sampler=sampler, steps=args.steps, device=device, cond=cond, guidance=guidance,
+                               progress=show_progress(args) and info.is_main)
+        if info.is_main:
+            _write_samples(args, res, sampler.name, cond, guidance, out, plot, run)
+    except BaseException:
+        shutdown(info, sync=False)  # a failed peer would never reach the barrier
+        raise
+    shutdown(info)
+    return 0
+
+
+def _write_samples(args, res, sampler_name: str, cond, guidance, out: Path, plot: Path | None, run) -> None:
+    """Rank 0's part: the .npz (and plot) of the gathered samples, and the report."""
+    x = res.x
     with atomic_write(out) as f:
         extra = {} if cond is None else {"labels": cond.numpy(), "guidance": 1.0 if guidance is None else guidance}
-        np.savez(f, x=x.numpy(), nfe=res.nfe, sampler=sampler.name, seconds=seconds, **extra)
+        seeds = {"seeds": np.array(res.seeds, dtype=np.int64)} if res.seeds is not None else \
+            {"chunk_seeds": np.array(res.chunk_seeds, dtype=np.int64)}
+        np.savez(f, x=x.numpy(), nfe=res.nfe, sampler=sampler_name, seconds=res.seconds, seed=args.seed,
+                 seeding=res.seeding, batch_size=args.batch_size, world_size=res.world_size, **seeds, **extra)
     if plot is not None:
         from ..viz import save_figure  # matplotlib only when plotting
 
-        save_figure(_sample_figure(x, run_data_spec(run), f"{sampler.name}, {res.nfe} NFE"), plot)
-    print(f"{args.n} samples with {sampler.name} ({res.nfe} score evaluations, {seconds:.1f} s) -> {out}"
+        save_figure(_sample_figure(x, run_data_spec(run), f"{sampler_name}, {res.nfe} NFE"), plot)
+    chunks = len(res.bounds)
+    where = f"{chunks} chunk{'s' if chunks > 1 else ''} of <= {args.batch_size}" + \
+        (f" on {res.world_size} processes" if res.world_size > 1 else "")
+    print(f"{args.n} samples with {sampler_name} ({res.nfe} score evaluations, {where}, {res.seconds:.1f} s) -> {out}"
           + (f"; plot -> {plot}" if plot else ""))
-    return 0
+    if res.refusal is not None:
+        print(f"note: {res.refusal}; seeded per chunk instead (one generator per chunk of --batch-size): the "
+              f"samples depend on --batch-size, not on the number of processes")
+    if res.world_size > chunks:
+        print(f"note: {res.world_size - chunks} of {res.world_size} processes had no chunk; lower --batch-size")
 
 
 def _sample_figure(x: torch.Tensor, data_spec: dict | None, title: str):
