@@ -57,9 +57,11 @@ class NonFiniteError(ScoreSDEError, FloatingPointError):
 
 
 class ODESolveError(ScoreSDEError, RuntimeError):
-    """A probability-flow solve failed: step budget exhausted, step-size underflow or NaN.
+    """A probability-flow solve failed: step budget exhausted or step-size underflow (a NaN or
+    infinite drift is a :class:`NonFiniteError`).
 
-    ``reason`` says which: ``"max_steps"``, ``"non_finite"`` or ``"step_underflow"``.
+    ``reason`` says which: ``"max_steps"`` or ``"step_underflow"`` (the
+    :class:`~scoresde.flow.FlowSolution` status).
     """
 
     def __init__(self, message: str, reason: str):

@@ -1,12 +1,13 @@
 """Log-likelihoods through the probability-flow ODE (trace estimators, bits/dim, encode/decode) and
 the variational bound on the reverse-SDE model's NLL."""
 
+from ..errors import ODESolveError
+from .augmented import AugmentedFlow
 from .bits import BitsPerDimResult, bits_per_dim, dequantize
 from .bound import NLLBound, nll_bound
 from .core import LikelihoodResult, log_likelihood, nats_to_bits_per_dim
 from .distributed import DatasetLikelihood, evaluate_log_likelihood
 from .divergence import draw_probes, exact_divergence, hutchinson_divergence
-from .flow import ODESolveError, ProbabilityFlow
 from .maps import decode, encode
 
 __all__ = [
@@ -25,6 +26,6 @@ __all__ = [
     "exact_divergence",
     "hutchinson_divergence",
     "draw_probes",
-    "ProbabilityFlow",
+    "AugmentedFlow",
     "ODESolveError",
 ]

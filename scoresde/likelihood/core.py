@@ -41,16 +41,10 @@ from ..errors import (
     check_optional_int,
     check_tolerance,
 )
+from ..flow import check_adaptive_method, check_flow_sde, reporting_score_failures, solve
 from ..sde import SDE, ScoreFn
+from .augmented import TRACE_TYPES, AugmentedFlow
 from .divergence import NOISE_TYPES, check_score_differentiable, draw_probes
-from .flow import (
-    TRACE_TYPES,
-    ProbabilityFlow,
-    check_adaptive_method,
-    check_flow_sde,
-    reporting_score_failures,
-    solve,
-)
 
 
 def nats_to_bits_per_dim(
@@ -168,8 +162,8 @@ def log_likelihood(
         generator: source of the Hutchinson probes (same generator state, same result).
         chunk_size: basis directions (exact) or probes (Hutchinson) pushed through each
             batched backward pass; bounds memory at about ``chunk_size * batch * D`` numbers.
-        max_steps: solver step budget; exceeding it raises
-            :class:`~scoresde.likelihood.ODESolveError` with the time reached.
+        max_steps: solver step budget; exceeding it raises :class:`~scoresde.errors.ODESolveError`
+            with the time reached (a NaN/inf drift raises :class:`~scoresde.errors.NonFiniteError`).
         progress: show a tqdm bar over ``t`` (reads ``t`` on the host at every evaluation).
 
     Returns:
@@ -195,13 +189,13 @@ def log_likelihood(
         eps_probes = draw_probes(x, probes, noise, generator)
     with reporting_score_failures(x.shape):
         check_score_differentiable(score_fn, x, torch.full((1,), eps, dtype=x.dtype, device=x.device))
-    system = ProbabilityFlow(score_fn, sde, trace=trace, probes=eps_probes, chunk_size=chunk_size)
+    system = AugmentedFlow(score_fn, sde, trace=trace, probes=eps_probes, chunk_size=chunk_size)
     state = (x, x.new_zeros(batch))
     with torch.no_grad():
         z, delta = solve(
-            system, state, eps, sde.T, like=x, method=method, rtol=rtol,
+            system, state, [eps, sde.T], like=x, method=method, rtol=rtol,
             atol=atol, max_steps=max_steps, progress=progress, desc="log-likelihood",
-        )
+        ).final
         prior = sde.prior_log_prob if prior_log_prob is None else prior_log_prob
         prior_lp = checked_prior_log_prob(prior, z)
     return LikelihoodResult(

@@ -8,8 +8,8 @@ import torch
 from torch import Tensor
 
 from ..errors import DEFAULT_MAX_STEPS, check_batch, check_callable, check_eps, check_int, check_tolerance
+from ..flow import ProbabilityFlow, check_adaptive_method, check_flow_sde, solve
 from ..sde import SDE, ScoreFn
-from .flow import ProbabilityFlow, check_adaptive_method, check_flow_sde, solve
 
 
 def _pf_map(score_fn, sde, x, *, forward, name, method, rtol, atol, eps, max_steps, progress):
@@ -24,9 +24,9 @@ def _pf_map(score_fn, sde, x, *, forward, name, method, rtol, atol, eps, max_ste
     t0, t1 = (eps, sde.T) if forward else (sde.T, eps)
     with torch.no_grad():
         return solve(
-            system, x, t0, t1, like=x, method=method, rtol=rtol, atol=atol,
+            system, x, [t0, t1], like=x, method=method, rtol=rtol, atol=atol,
             max_steps=max_steps, progress=progress, desc="encode" if forward else "decode",
-        )
+        ).final
 
 
 def encode(

@@ -1,9 +1,12 @@
-"""The ``sample`` entry point: one call for every sampler."""
+"""The ``sample`` entry point: one call for every sampler.
+
+It checks every argument before any evaluation, builds the grid, the starting state, the
+conditioned score and the :class:`~scoresde.sampling.driver.Context`, and hands them to the driver
+(:func:`~scoresde.sampling.driver.run`)."""
 
 from __future__ import annotations
 
 import inspect
-import numbers
 from collections.abc import Sequence
 
 import torch
@@ -20,49 +23,15 @@ from ..errors import (
     check_int,
     check_positive,
     check_range,
-    check_seed,
     check_shape,
 )
 from ..sde import SDE, LinearSDEBase
-from .base import NoiseSource, Sampler, SampleResult, ScoreFn, SolveContext, make_sampler
+from .base import Sampler, SampleResult, ScoreFn
 from .conditioning import INPAINT_METHODS, Inpainting, check_cond, conditional_score
+from .driver import Context, run
 from .grids import time_grid
-
-
-def _generators(seed, generator, batch: int, device) -> torch.Generator | list[torch.Generator] | None:
-    """One generator, or one per sample (from a sequence of seeds or of generators), on ``device``."""
-    if seed is not None and generator is not None:
-        raise ArgumentError("give seed or generator, not both")
-    if generator is not None:
-        gens = [generator] if isinstance(generator, torch.Generator) else _per_sample("generator", generator, batch)
-        for i, g in enumerate(gens):
-            if not isinstance(g, torch.Generator):
-                raise ArgumentError(f"generator[{i}] must be a torch.Generator, got {type(g).__name__}")
-            if device is not None and g.device.type != device.type:
-                raise ArgumentError(f"generator is on {g.device} but the samples on {device}: give a generator of their device")
-        return generator if isinstance(generator, torch.Generator) else gens
-    if seed is None:
-        return None
-    dev = device if device is not None else torch.device("cpu")
-    if isinstance(seed, Tensor) and seed.dim() == 0:
-        seed = seed.item()
-    if isinstance(seed, numbers.Integral) and not isinstance(seed, bool):
-        return torch.Generator(device=dev).manual_seed(check_seed("seed", seed))
-    seeds = _per_sample("seed", seed, batch)
-    return [torch.Generator(device=dev).manual_seed(check_seed(f"seed[{i}]", s)) for i, s in enumerate(seeds)]
-
-
-def _per_sample(name: str, values, batch: int) -> list:
-    """``values`` as a list of one entry per sample."""
-    if isinstance(values, Tensor):
-        values = values.tolist()
-    if isinstance(values, (str, bytes)) or not hasattr(values, "__len__"):
-        what = "an integer" if name == "seed" else "a torch.Generator"
-        raise ArgumentError(f"{name} must be {what} or a sequence of {batch} {name}s (one per sample), got {values!r}")
-    values = list(values)
-    if len(values) != batch:
-        raise ArgumentError(f"{name} must be one per sample: a sequence of {batch} {name}s, got {len(values)}")
-    return values
+from .noise import NoiseSource, make_generators
+from .registry import make_sampler
 
 
 def _start_state(name: str, x: Tensor, shape: tuple[int, ...]) -> Tensor:
@@ -117,7 +86,8 @@ def sample(
             batch-mates); or pass ``generator`` (one, or one per sample).
         device, dtype: of the samples (default: those of ``x_init``/``x_start``, the generator's
             device, the default dtype); float32 or float64.
-        eps: the last time, in (0, T) (default ``sde.eps``).
+        eps: the last time, in (0, T) (default: the sampler's for this SDE,
+            :meth:`Sampler.default_eps`, which is ``sde.eps`` unless the sampler measured better).
         denoise: end with Tweedie's denoising step :math:`\hat x_0 = (x_\varepsilon + \sigma_\varepsilon^2
             s_\theta(x_\varepsilon, \varepsilon))/\alpha_\varepsilon` (one more evaluation; linear SDEs only,
             skipped for others).
@@ -185,7 +155,7 @@ def sample(
         device = device if device is not None else ref.device
     if device is not None:
         device = check_device("device", device)
-    gens = _generators(seed, generator, shape[0], device)
+    gens = make_generators(seed, generator, shape[0], device)
     if device is None:
         device = (gens[0] if isinstance(gens, list) else gens).device if gens is not None else torch.device("cpu")
     dtype = dtype or torch.get_default_dtype()
@@ -197,7 +167,7 @@ def sample(
     noise = NoiseSource(gens)
 
     # the time grid (None: an adaptive solver with no trajectory points asked)
-    t_end = check_eps(sde.eps if eps is None else eps, sde.T)
+    t_end = check_eps(smp.default_eps(sde) if eps is None else eps, sde.T)
     t0 = sde.T if t_start is None else check_range("t_start", t_start, t_end, sde.T, high_closed=True)
     if grid is not None and not isinstance(grid, str):
         times = time_grid(sde, 0, sde.T, t_end, grid)
@@ -212,6 +182,7 @@ def sample(
         times = torch.tensor([t0, t_end], dtype=torch.float64)
     else:
         times = time_grid(sde, n_steps, t0, t_end, grid or smp.default_grid, rho=rho)
+    times_host = times.tolist()  # the grid as floats, read once before sampling
     times = times.to(dtype=dtype, device=device)
 
     with torch.set_grad_enabled(differentiable):
@@ -228,10 +199,10 @@ def sample(
             if inpaint == "tweedie":
                 fn = inp.conditional_score(fn)
             else:
-                if not smp.supports_projection:
+                if smp.solves_whole:
                     raise ArgumentError(
-                        f"sampler {smp.name!r} cannot apply inpaint='replacement' between steps; "
-                        "use inpaint='tweedie' or a stepping sampler"
+                        f"sampler {smp.name!r} cannot apply inpaint='replacement' between steps (it hands the whole "
+                        "solve to a library); use inpaint='tweedie' or a stepping sampler"
                     )
                 project = inp.project(noise)
 
@@ -240,25 +211,17 @@ def sample(
             from tqdm.auto import tqdm
 
             bar = tqdm(total=len(times) - 1, desc=f"sample[{smp.name}]")
-        ctx = SolveContext(sde, fn, noise, sampler_name=smp.name, record=return_trajectory, progress=bar,
-                           project=project, check_every=check_every, t_start=t0, t_end=t_end)
+        ctx = Context(sde, fn, noise, times, times_host=times_host, sampler_name=smp.name, record=return_trajectory,
+                      progress=bar, project=project, check_every=check_every)
         try:
-            x = ctx.start(x, times[0])
-            x = smp.solve(ctx, x, times)
-            ctx.check_finite()
-            if denoise and isinstance(sde, LinearSDEBase):
-                t = times[-1]
-                x = sde.to_x0(ctx.score(x, t), x, t, "score")  # Tweedie's denoised x_0
-                ctx._flag(x, t)
-                ctx.check_finite()
+            x = run(smp, ctx, x, denoise=denoise)
             if inp is not None:
                 x = inp.finish(x)
         finally:
             if bar is not None:
                 bar.close()
-    traj = ctx.trajectory()
     return SampleResult(x=x, nfe=ctx.nfe, times=times if (n_steps is not None or grid is not None) else None,
-                        trajectory=traj, sampler=smp)
+                        trajectory=ctx.trajectory(), sampler=smp)
 
 
 def _initial_state(sde: SDE, shape, t0: Tensor, x_start, x_init, noise: NoiseSource, dtype, device) -> Tensor:

@@ -1,37 +1,187 @@
-r"""The interface every sampler shares, the registry of sampler names, and the solve context.
+r"""What every sampler declares, and the one check of an SDE against it.
 
-A sampler integrates a reverse-time process from :math:`t_{start}` (default :math:`T`) down to
-:math:`\varepsilon` on a decreasing time grid :math:`t_0 > t_1 > \dots > t_N`, seeing only the SDE
-and a ``score_fn``. It receives a :class:`SolveContext` that
+A sampler integrates a reverse-time process from :math:`t_0 = t_{start}` down to
+:math:`t_N = \varepsilon` on a decreasing grid, seeing only the SDE and a ``score_fn``. It is a
+:class:`Sampler` subclass that declares
 
-* evaluates the score (and counts evaluations: ``nfe``),
-* draws Gaussian noise from the caller's generator (or one generator per sample),
-* takes each new state through :meth:`SolveContext.step_done`, which applies constraints
-  (inpainting), records the trajectory, advances the progress bar and keeps a device-side flag
-  of the first time at which the state stopped being finite. The flag is read on the host only
-  every ``check_every`` steps and at the end, so a step never forces a host-device sync.
+* what it needs of the SDE (:attr:`Sampler.requires`, a tuple of :class:`Requirement`: a linear
+  SDE, closed-form marginals, a diffusion that depends on ``t`` only),
+* its convergence orders for a given SDE (:meth:`Sampler.order`, :meth:`Sampler.weak_order`),
+* its score evaluations for a number of steps (:meth:`Sampler.evaluations`),
+* its defaults: steps, grid and end time per SDE (:meth:`Sampler.default_eps`),
+
+and provides :meth:`Sampler.init` (the multistep state it keeps, precomputed coefficients) and
+:meth:`Sampler.step` (one step :math:`t_i \to t_{i+1}`); the driver
+(:mod:`scoresde.sampling.driver`) runs the loop. A sampler that hands the whole solve to a
+library (``ode``: torchdiffeq, ``torchsde``) sets ``solves_whole = True`` and provides
+:meth:`Sampler.solve` instead.
+
+:meth:`Sampler.check_sde` compares the SDE with the declared needs and raises one
+:class:`~scoresde.errors.ArgumentError` that quotes the mismatch and names the samplers that do
+serve this SDE, derived from the registry (:func:`~scoresde.sampling.registry.samplers_serving`).
 """
 
 from __future__ import annotations
 
-import abc
-import difflib
-import inspect
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import torch
 from torch import Tensor
 
-from ..errors import ArgumentError, NonFiniteError, ScoreSDEError
-from ..sde import SDE, LinearSDEBase, call_score
+from ..errors import ArgumentError
+from ..sde import SDE, LinearSDEBase
+
+if TYPE_CHECKING:
+    from .driver import Context
 
 ScoreFn = Callable[[Tensor, Tensor], Tensor]
 
-_REGISTRY: dict[str, type[Sampler]] = {}
+
+# ---- what a sampler can need ------------------------------------------------------------------
+@dataclass(frozen=True)
+class Requirement:
+    """A property of the SDE that a sampler needs.
+
+    Attributes:
+        name: a short name (``"linear"``).
+        description: what is needed, for the refusal message.
+        hint: what provides it.
+        met_by: the test, ``met_by(sde) -> bool``.
+    """
+
+    name: str
+    description: str
+    hint: str
+    met_by: Callable[[SDE], bool]
 
 
+_LINEAR_HINT = "a LinearSDEBase: VPSDE, SubVPSDE, VESDE, DiscreteVPSDE or LinearSDE"
+
+#: the drift is linear in x, :math:`f(x, t) = f(t)\,x` (exponential integrators integrate it exactly)
+LINEAR = Requirement("linear", "a linear SDE dx = f(t) x dt + g(t) dW", _LINEAR_HINT,
+                     lambda sde: isinstance(sde, LinearSDEBase))
+#: the Gaussian kernel :math:`x_t = \alpha_t x_0 + \sigma_t n` in closed form (noise levels, Tweedie)
+MARGINALS = Requirement("marginals", "closed-form marginals x_t = alpha_t x_0 + sigma_t n", _LINEAR_HINT,
+                        lambda sde: isinstance(sde, LinearSDEBase))
+#: :math:`g` depends on ``t`` only (additive noise: no divergence term in the reverse drift)
+T_ONLY_DIFFUSION = Requirement("t-only diffusion", "a diffusion g(t) that does not depend on x",
+                               "state_dependent_diffusion = False",
+                               lambda sde: not sde.state_dependent_diffusion)
+
+REQUIREMENTS = (LINEAR, MARGINALS, T_ONLY_DIFFUSION)
+
+
+# ---- the base class -----------------------------------------------------------------------------
+class Sampler:
+    r"""Base class of samplers. A subclass sets the class attributes, overrides the declarations
+    that differ from the defaults, and implements :meth:`step` (and :meth:`init` when it keeps a
+    state) or, with ``solves_whole = True``, :meth:`solve`. Options are keyword arguments of
+    ``__init__``, checked there.
+
+    Class attributes:
+        name: registry name (``sample(..., sampler=name)``).
+        requires: the :class:`Requirement` s it needs of the SDE (see :meth:`requirements`).
+        evaluations_per_step: score evaluations per step (see :meth:`evaluations`).
+        default_steps: steps when the caller gives none (``None``: an adaptive solve).
+        default_grid: the time grid when the caller gives none (see :mod:`scoresde.sampling.grids`).
+        solves_whole: True for samplers that hand the whole solve to a library
+            (:meth:`solve`); they cannot apply a projection between steps.
+    """
+
+    name: ClassVar[str] = ""
+    requires: ClassVar[tuple[Requirement, ...]] = ()
+    evaluations_per_step: ClassVar[int] = 1
+    default_steps: ClassVar[int | None] = 1000
+    default_grid: ClassVar[str] = "uniform"
+    solves_whole: ClassVar[bool] = False
+
+    # ---- declarations ----------------------------------------------------------------------
+    def requirements(self) -> tuple[Requirement, ...]:
+        """What this sampler, with its options, needs of the SDE (default: ``requires``)."""
+        return self.requires
+
+    def serves(self, sde: SDE) -> bool:
+        """Whether every requirement is met by ``sde``."""
+        return all(r.met_by(sde) for r in self.requirements())
+
+    def order(self, sde: SDE) -> float | None:
+        """The strong (pathwise) order of convergence in the step size on ``sde``; for a
+        deterministic sampler its ODE order. None: it has none (e.g. Langevin correctors, whose
+        bias does not vanish with more steps)."""
+        return None
+
+    def weak_order(self, sde: SDE) -> float | None:
+        """The order at which expectations (moments) converge on ``sde``; default: :meth:`order`
+        for a deterministic sampler, None for a stochastic one."""
+        return None if self.is_stochastic() else self.order(sde)
+
+    def is_stochastic(self) -> bool:
+        """Whether it draws noise along the way."""
+        return False
+
+    def evaluations(self, steps: int, sde: SDE) -> int | None:
+        """Score evaluations for ``steps`` steps, without the final denoising one (None: not known
+        in advance, e.g. an adaptive solve). Default: ``evaluations_per_step * steps``."""
+        return self.evaluations_per_step * steps
+
+    def steps_for(self, steps: int | None) -> int | None:
+        """The number of steps to take when the caller asks for ``steps`` (None: the default)."""
+        return self.default_steps if steps is None else steps
+
+    def default_eps(self, sde: SDE) -> float:
+        """The end time when the caller gives none (default ``sde.eps``)."""
+        return sde.eps
+
+    def options(self) -> dict:
+        """The sampler's options, for ``repr`` and benchmark tables."""
+        return {}
+
+    # ---- the one check of an SDE ------------------------------------------------------------
+    def check_sde(self, sde: SDE) -> None:
+        """Raise :class:`~scoresde.errors.ArgumentError` if ``sde`` misses a requirement, quoting
+        what is missing and naming the samplers that serve ``sde``."""
+        if not isinstance(sde, SDE):
+            raise ArgumentError(f"sde must be a scoresde.SDE, got {type(sde).__name__}")
+        missing = [r for r in self.requirements() if not r.met_by(sde)]
+        if not missing:
+            return
+        from .registry import samplers_serving  # the registry imports this module
+
+        hints = list(dict.fromkeys(r.hint for r in missing))
+        kind = type(sde).__name__
+        serving = samplers_serving(sde)
+        others = f"samplers that serve {kind}: {', '.join(serving)}" if serving else f"no sampler serves {kind}"
+        raise ArgumentError(
+            f"sampler {self.name!r} needs {' with '.join(r.description for r in missing)} "
+            f"({'; '.join(hints)}), got {kind}; {others}"
+        )
+
+    # ---- running ------------------------------------------------------------------------------
+    def init(self, ctx: Context, x: Tensor) -> Any:
+        """Before the first step: whatever the steps keep (coefficients on the grid, a multistep
+        history); ``x`` is the state at ``ctx.times[0]``. Default: None."""
+        return None
+
+    def step(self, ctx: Context, i: int, x: Tensor, state: Any) -> tuple[Tensor, Any]:
+        """One step from ``ctx.times[i]`` to ``ctx.times[i + 1]``: the new state and what it keeps.
+
+        Score evaluations go through ``ctx.score(x, t)``, noise through ``ctx.noise(x)``. No host
+        reads: the driver checks for NaN, projects, records and counts.
+        """
+        raise NotImplementedError(f"{type(self).__name__} must implement step() (or set solves_whole and solve())")
+
+    def solve(self, ctx: Context, x: Tensor) -> Tensor:
+        """The whole solve, for ``solves_whole`` samplers: the states at ``ctx.times[ctx.wanted]``,
+        stacked along a new first dimension (the first is ``x``)."""
+        raise NotImplementedError(f"{type(self).__name__} sets solves_whole but does not implement solve()")
+
+    def __repr__(self) -> str:
+        opts = ", ".join(f"{k}={v!r}" for k, v in self.options().items())
+        return f"{type(self).__name__}({opts})"
+
+
+# ---- results ------------------------------------------------------------------------------------
 @dataclass
 class Trajectory:
     """States visited by a sampler: ``times`` of shape ``(n,)`` and ``states`` of shape ``(n, *shape)``."""
@@ -46,7 +196,8 @@ class SampleResult:
 
     Attributes:
         x: the samples, of the requested shape.
-        nfe: number of score evaluations made (one per call of ``score_fn`` on the batch).
+        nfe: number of score evaluations made (one per call of ``score_fn`` on the batch), the final
+            denoising one included.
         times: the time grid used (``None`` for adaptive ODE solves, whose steps are chosen on the way).
         trajectory: the states along the way when ``return_trajectory=True``, else ``None``.
         sampler: the sampler that produced them.
@@ -59,263 +210,7 @@ class SampleResult:
     sampler: Sampler | None = None
 
 
-def register(cls: type[Sampler]) -> type[Sampler]:
-    """Class decorator: make ``cls`` reachable as ``sample(..., sampler=cls.name)``."""
-    if not getattr(cls, "name", None):
-        raise ArgumentError(f"sampler class {cls.__name__} must set a non-empty `name`")
-    _REGISTRY[cls.name] = cls
-    return cls
-
-
-def available_samplers() -> list[str]:
-    """The names accepted by ``sample(..., sampler=...)``."""
-    return sorted(_REGISTRY)
-
-
-def get_sampler(name: str | Sampler | type[Sampler], **options) -> Sampler:
-    """A sampler instance from a registered name, a class, or an instance (options must then be empty).
-
-    An option the sampler does not take is refused by name, with the valid ones listed.
-    """
-    return make_sampler(name, options)
-
-
-def make_sampler(name: str | Sampler | type[Sampler], options: dict, *, also: Sequence[str] = ()) -> Sampler:
-    """:func:`get_sampler` with the caller's own keyword names ``also`` offered as suggestions
-    (a misspelt :func:`~scoresde.sample` argument lands among the sampler's options)."""
-    if isinstance(name, Sampler):
-        if options:
-            raise ArgumentError(
-                f"options {sorted(options)} cannot be applied to an existing sampler instance; "
-                "pass them to its constructor"
-            )
-        return name
-    if isinstance(name, type) and issubclass(name, Sampler):
-        cls = name
-    elif isinstance(name, str) and name in _REGISTRY:
-        cls = _REGISTRY[name]
-    else:
-        raise ArgumentError(f"unknown sampler {name!r}; valid names are: {', '.join(available_samplers())}")
-    check_options(cls, options, also=also)
-    return cls(**options)
-
-
-def sampler_options(cls: type[Sampler]) -> list[str] | None:
-    """The keyword options of a sampler class (None when its constructor takes ``**kwargs``)."""
-    params = list(inspect.signature(cls).parameters.values())
-    if any(p.kind is p.VAR_KEYWORD for p in params):
-        return None
-    return [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
-
-
-def check_options(cls: type[Sampler], options: dict, *, also: Sequence[str] = ()) -> None:
-    """Refuse options that ``cls`` does not take, naming them, a close match (among the valid
-    ones and ``also``) and the valid ones."""
-    valid = sampler_options(cls)
-    if valid is None:
-        return
-    unknown = [k for k in options if k not in valid]
-    if not unknown:
-        return
-    label = f"sampler {cls.name!r}" if cls.name else f"sampler class {cls.__name__}"
-    hints = []
-    for k in unknown:
-        close = difflib.get_close_matches(k, list(valid) + list(also), n=1)
-        hints.append(f"{k!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
-    takes = f"its options are: {', '.join(valid)}" if valid else "it takes no options"
-    raise ArgumentError(f"{label} has no option {', '.join(hints)}; {takes}")
-
-
-class NoiseSource:
-    r"""Standard normal draws for a batch: from one generator, or one generator per sample.
-
-    With per-sample generators, sample ``i``'s noise comes from generator ``i`` alone, so a
-    sample does not depend on its batch-mates (EDM-style per-sample seeds).
-    """
-
-    def __init__(self, generator: torch.Generator | Sequence[torch.Generator] | None):
-        self.per_sample = isinstance(generator, (list, tuple))
-        self.generator = list(generator) if self.per_sample else generator
-
-    def __call__(self, like: Tensor) -> Tensor:
-        return self.randn(tuple(like.shape), dtype=like.dtype, device=like.device)
-
-    def randn(self, shape: tuple[int, ...], *, dtype: torch.dtype, device) -> Tensor:
-        if not self.per_sample:
-            return torch.randn(shape, generator=self.generator, dtype=dtype, device=device)
-        if shape[0] != len(self.generator):
-            raise ArgumentError(f"{len(self.generator)} per-sample seeds given for a batch of {shape[0]}")
-        return torch.stack(
-            [torch.randn(shape[1:], generator=g, dtype=dtype, device=device) for g in self.generator]
-        )
-
-
-class SolveContext:
-    """Everything a sampler needs besides the state and the time grid (built by :func:`sample`)."""
-
-    def __init__(
-        self,
-        sde: SDE,
-        score_fn: ScoreFn,
-        noise: NoiseSource,
-        *,
-        sampler_name: str,
-        record: bool = False,
-        progress=None,
-        project: Callable[[Tensor, Tensor], Tensor] | None = None,
-        check_every: int = 100,
-        t_start: float | None = None,
-        t_end: float | None = None,
-    ):
-        self.sde = sde
-        self._score_fn = score_fn
-        self.noise = noise
-        self.sampler_name = sampler_name
-        self.nfe = 0
-        self.record = record
-        self.traj_t: list[Tensor] = []
-        self.traj_x: list[Tensor] = []
-        self.progress = progress
-        self.project = project
-        self.check_every = int(check_every)
-        self.t_start, self.t_end = t_start, t_end
-        self._steps_done = 0
-        self._first_bad: Tensor | None = None  # time at which the state first became non-finite
-
-    # ---- score -----------------------------------------------------------------------------
-    def score(self, x: Tensor, t: Tensor) -> Tensor:
-        """``score_fn(x, t)`` with ``t`` broadcast to ``(batch,)`` and the output checked
-        (:func:`~scoresde.sde.call_score`).
-
-        An exception from the first call (usually a signature, shape or device mismatch) is
-        re-raised as an :class:`ArgumentError` that says it came from ``score_fn`` and with which
-        inputs; later calls, and out-of-memory errors, propagate unchanged.
-        """
-        if t.dim() == 0:
-            t = t.expand(x.shape[0])
-        self.nfe += 1
-        if self.nfe > 1:
-            return call_score(self._score_fn, x, t)
-        try:
-            return call_score(self._score_fn, x, t)
-        except (ScoreSDEError, MemoryError, torch.OutOfMemoryError):
-            raise
-        except Exception as err:
-            raise ArgumentError(
-                f"score_fn raised {type(err).__name__} on its first call score_fn(x, t), with x of shape "
-                f"{tuple(x.shape)} ({x.dtype}, {x.device}) and t of shape {tuple(t.shape)}: {err}"
-            ) from err
-
-    @property
-    def score_fn(self) -> ScoreFn:
-        """The counting score, as a plain ``score_fn`` (for :meth:`SDE.reverse`, torchdiffeq, torchsde)."""
-        return self.score
-
-    # ---- after each step ----------------------------------------------------------------------
-    def start(self, x: Tensor, t: Tensor) -> Tensor:
-        """Register the initial state (applying the constraint) at time ``t``."""
-        if self.project is not None:
-            x = self.project(x, t)
-        self._first_bad = torch.full((), float("nan"), dtype=t.dtype, device=t.device)
-        self._flag(x, t)
-        if self.record:
-            self.traj_t.append(t.detach().reshape(()).clone())
-            self.traj_x.append(x.detach().clone())
-        return x
-
-    def _flag(self, x: Tensor, t: Tensor) -> None:
-        bad = ~torch.isfinite(x).all()
-        fresh = bad & torch.isnan(self._first_bad)
-        self._first_bad = torch.where(fresh, t.reshape(()).to(self._first_bad.dtype), self._first_bad)
-
-    def step_done(self, x: Tensor, t: Tensor) -> Tensor:
-        """Take the state reached at time ``t``: constrain, flag non-finite values, record."""
-        if self.project is not None:
-            x = self.project(x, t)
-        self._flag(x, t)
-        if self.record:
-            self.traj_t.append(t.detach().reshape(()).clone())
-            self.traj_x.append(x.detach().clone())
-        self._steps_done += 1
-        if self.progress is not None:
-            self.progress.update(1)
-        if self.check_every > 0 and self._steps_done % self.check_every == 0:
-            self.check_finite()  # one host read every `check_every` steps
-        return x
-
-    def check_finite(self) -> None:
-        """Raise :class:`NonFiniteError` if the state has been non-finite at some point."""
-        if self._first_bad is None:
-            return
-        if not bool(torch.isnan(self._first_bad)):
-            t_bad = float(self._first_bad)
-            raise NonFiniteError(
-                f"sampler {self.sampler_name!r} produced non-finite values (NaN or inf): first seen at "
-                f"t={t_bad:.6g}, integrating from t={self.t_start:.6g} down to eps={self.t_end:.6g}. "
-                "Check that score_fn returns finite values there, or use more steps."
-            )
-
-    def trajectory(self) -> Trajectory | None:
-        if not self.record or not self.traj_t:
-            return None
-        return Trajectory(torch.stack(self.traj_t), torch.stack(self.traj_x))
-
-
-class Sampler(abc.ABC):
-    r"""Base class of samplers: integrate from ``times[0]`` down to ``times[-1]``.
-
-    Subclasses set the class attributes and implement :meth:`solve`. Options are keyword
-    arguments of ``__init__``, checked there.
-
-    Class attributes:
-        name: registry name (``sample(..., sampler=name)``).
-        order: convergence order in the step size (weak order for stochastic samplers), or
-            ``None`` when it has none (Langevin-type samplers).
-        stochastic: whether it draws noise along the way.
-        default_steps: steps used when the caller gives none (``None``: adaptive).
-        default_grid: the time grid used when the caller gives none.
-        needs_linear: whether it needs a :class:`~scoresde.sde.LinearSDEBase` (closed-form marginals).
-    """
-
-    name: ClassVar[str] = ""
-    order: float | None = None
-    stochastic: ClassVar[bool] = False
-    default_steps: ClassVar[int | None] = 1000
-    default_grid: ClassVar[str] = "uniform"
-    needs_linear: ClassVar[bool] = False
-    supports_projection: ClassVar[bool] = True  # can apply a constraint after every step
-
-    def check_sde(self, sde: SDE) -> None:
-        """Raise ``ValueError`` if this sampler cannot serve ``sde``."""
-        if not isinstance(sde, SDE):
-            raise ArgumentError(f"sde must be a scoresde.SDE, got {type(sde).__name__}")
-        if self.needs_linear and not isinstance(sde, LinearSDEBase):
-            raise ArgumentError(
-                f"sampler {self.name!r} needs a linear SDE with closed-form marginals (a LinearSDEBase: "
-                f"VPSDE, SubVPSDE, VESDE, DiscreteVPSDE or LinearSDE), got {type(sde).__name__}; samplers that "
-                "serve any SDE: euler_maruyama, reverse_diffusion, pc, ode, torchsde"
-            )
-
-    def steps_for(self, steps: int | None) -> int | None:
-        """The number of steps to take (``None``: the sampler picks its own, e.g. adaptive ODE)."""
-        return self.default_steps if steps is None else steps
-
-    @abc.abstractmethod
-    def solve(self, ctx: SolveContext, x: Tensor, times: Tensor | None) -> Tensor:
-        """Integrate the state ``x`` at ``times[0]`` down to ``times[-1]`` and return it.
-
-        Each step ends with ``x = ctx.step_done(x, t_next)``.
-        """
-
-    def options(self) -> dict:
-        """The sampler's options, for ``repr`` and benchmark tables."""
-        return {}
-
-    def __repr__(self) -> str:
-        opts = ", ".join(f"{k}={v!r}" for k, v in self.options().items())
-        return f"{type(self).__name__}({opts})"
-
-
+# ---- helpers for steps ----------------------------------------------------------------------------
 def batch_time(t: Tensor, x: Tensor) -> Tensor:
     """A 0-d time broadcast to ``(batch,)`` (a view, no copy)."""
     return t.expand(x.shape[0])

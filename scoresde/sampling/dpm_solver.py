@@ -21,6 +21,13 @@ where :math:`m^{(k)}` is the k-th :math:`\lambda`-derivative of the prediction. 
   :math:`\varphi_1 (m_{r_2}-m_s)/(r_2 h)` also covers the :math:`\varphi_2` term to :math:`O(h^4)`);
 * multistep: from the predictions at previous grid points (one evaluation per step),
   starting with lower orders.
+
+**Where the multistep order is lowered.** A multistep step of order :math:`q` extrapolates the
+prediction's derivatives, estimated over the previous steps, across its own step :math:`h`,
+with weights that grow like :math:`h^q` (:math:`\psi_1 \approx h - 1`, :math:`\psi_2 \approx h^2/2`
+for large :math:`h`); the prediction itself saturates (:math:`\hat x_0 \to x/\alpha` as the noise
+vanishes), so a long step extrapolates a trend that is not there. See :meth:`DPMSolver.step_order`
+for the rule and its measurements.
 """
 
 from __future__ import annotations
@@ -29,8 +36,9 @@ import torch
 from torch import Tensor
 
 from ..errors import check_bool, check_choice, check_int
-from ..sde import LinearSDEBase
-from .base import Sampler, SolveContext, batch_time, register
+from ..sde import SDE
+from .base import LINEAR, MARGINALS, Sampler, batch_time
+from .registry import register
 
 _PREDICTIONS = ("data", "noise")
 _METHODS = ("multistep", "singlestep")
@@ -58,8 +66,9 @@ class DPMSolver(Sampler):
         method: ``"multistep"`` (one evaluation per step; default) or ``"singlestep"``
             (``order`` evaluations per step).
         prediction: ``"data"`` (DPM-Solver++, default) or ``"noise"`` (DPM-Solver).
-        lower_order_final: for multistep with fewer than 15 steps, drop to lower order on the
-            last steps (more stable at few steps, as recommended by Lu et al.).
+        lower_order_final: lower the multistep order where the extrapolation would be unstable
+            (:meth:`step_order`; default). False keeps the full order on every step after the
+            first ones (diffusers' ``lower_order_final=False``, for exact comparisons).
         solver_type: the second-order multistep term, ``"taylor"`` (default: :math:`\psi_1(h)\,m'`,
             the expansion above; diffusers' ``solver_type="heun"``) or ``"midpoint"``
             (:math:`\tfrac12 h\,\psi_0(h)\,m'`, the 2M form of Lu et al. 2023 and diffusers' default;
@@ -70,24 +79,30 @@ class DPMSolver(Sampler):
     """
 
     name = "dpm_solver"
-    needs_linear = True
+    requires = (LINEAR, MARGINALS)
     default_steps = 20
     default_grid = "log_snr"
 
     def __init__(self, order: int = 2, method: str = "multistep", prediction: str = "data",
                  lower_order_final: bool = True, solver_type: str = "taylor"):
-        self._k = check_int("order", order, 1, 3)
-        self.order = float(self._k)
+        self.k = check_int("order", order, 1, 3)
         self.method = check_choice("method", method, _METHODS)
         self.prediction = check_choice("prediction", prediction, _PREDICTIONS)
         self.lower_order_final = check_bool("lower_order_final", lower_order_final)
         self.solver_type = check_choice("solver_type", solver_type, ("taylor", "midpoint"))
 
     def options(self) -> dict:
-        return dict(order=self._k, method=self.method, prediction=self.prediction)
+        return dict(order=self.k, method=self.method, prediction=self.prediction,
+                    lower_order_final=self.lower_order_final, solver_type=self.solver_type)
+
+    def order(self, sde: SDE) -> float:
+        return float(self.k)
+
+    def evaluations(self, steps: int, sde: SDE) -> int:
+        return steps * (self.k if self.method == "singlestep" else 1)
 
     # ---- pieces ----------------------------------------------------------------------------
-    def _model(self, ctx: SolveContext, x: Tensor, t: Tensor) -> Tensor:
+    def _model(self, ctx, x: Tensor, t: Tensor) -> Tensor:
         """The prediction the expansion is made in: :math:`\\hat x_0` or :math:`\\hat\\epsilon`."""
         score = ctx.score(x, batch_time(t, x))
         if self.prediction == "data":
@@ -107,58 +122,74 @@ class DPMSolver(Sampler):
             return (s_t / s_s) * x + a_t * acc
         return (a_t / a_s) * x - s_t * acc
 
-    # ---- solvers -----------------------------------------------------------------------------
-    def solve(self, ctx: SolveContext, x: Tensor, times: Tensor) -> Tensor:
-        sde: LinearSDEBase = ctx.sde
-        alphas, sigmas = sde.marginal(times)
-        lams = alphas.log() - sigmas.log()
+    # ---- steps -------------------------------------------------------------------------------
+    def init(self, ctx, x):
         if self.method == "singlestep":
-            return self._singlestep(ctx, sde, x, times, alphas, sigmas, lams)
-        return self._multistep(ctx, x, times, alphas, sigmas, lams)
+            return None
+        lams = ctx.log_snr
+        # the order of every step, decided once from the grid on the host (no sync inside a step)
+        orders = self.step_orders(lams.detach().double().cpu())
+        return orders, [], []  # the orders, and the history of predictions and their log-SNRs
 
-    def _singlestep(self, ctx, sde, x, times, alphas, sigmas, lams):
-        k = self._k
-        rs = {1: (), 2: (0.5,), 3: (1 / 3, 2 / 3)}[k]
-        for i in range(len(times) - 1):
-            a_s, s_s, a_t, s_t = alphas[i], sigmas[i], alphas[i + 1], sigmas[i + 1]
-            h = lams[i + 1] - lams[i]
-            m0 = self._model(ctx, x, times[i])
-            m_last, r_last = None, None
-            for j, r in enumerate(rs):
-                lam_r = lams[i] + r * h
-                t_r = sde.t_from_log_snr(lam_r).clamp(times[i + 1], times[i])
-                a_r, s_r = sde.marginal(t_r)
-                derivs = [m0] if j == 0 else [m0, (m_last - m0) / (r_last * h)]
-                u = self._propagate(x, a_s, s_s, a_r, s_r, r * h, derivs)
-                m_last, r_last = self._model(ctx, u, t_r), r
-            derivs = [m0] if k == 1 else [m0, (m_last - m0) / (r_last * h)]
-            x = self._propagate(x, a_s, s_s, a_t, s_t, h, derivs)
-            x = ctx.step_done(x, times[i + 1])
-        return x
+    def step_orders(self, lams: Tensor) -> list[int]:
+        """The order of each multistep step on the grid with log-SNRs ``lams`` (see :meth:`step_order`)."""
+        h = (lams[1:] - lams[:-1]).tolist()
+        return [self.step_order(i, h) for i in range(len(h))]
 
-    def _multistep(self, ctx, x, times, alphas, sigmas, lams):
-        n = len(times) - 1
-        hist_m: list[Tensor] = []
-        hist_l: list[Tensor] = []
-        for i in range(n):
-            a_s, s_s, a_t, s_t = alphas[i], sigmas[i], alphas[i + 1], sigmas[i + 1]
-            h = lams[i + 1] - lams[i]
-            hist_m = (hist_m + [self._model(ctx, x, times[i])])[-3:]
-            hist_l = (hist_l + [lams[i]])[-3:]
-            order = min(self._k, len(hist_m))
-            if self.lower_order_final and n < 15:
-                order = min(order, n - i)
-            m0 = hist_m[-1]
-            if order == 1:
-                derivs = [m0]
-            elif order == 2:
-                derivs = [m0, (m0 - hist_m[-2]) / (hist_l[-1] - hist_l[-2])]
-            else:  # quadratic through the last three predictions, differentiated at lambda_s
-                h0, h1 = hist_l[-1] - hist_l[-2], hist_l[-2] - hist_l[-3]
-                d0 = (m0 - hist_m[-2]) / h0
-                d1 = (hist_m[-2] - hist_m[-3]) / h1
-                c = (d0 - d1) / (h0 + h1)
-                derivs = [m0, d0 + c * h0, 2 * c]
-            x = self._propagate(x, a_s, s_s, a_t, s_t, h, derivs, midpoint=self.solver_type == "midpoint")
-            x = ctx.step_done(x, times[i + 1])
-        return x
+    def step_order(self, i: int, h: list[float]) -> int:
+        r"""The order of multistep step ``i`` given the steps' sizes ``h`` in log-SNR.
+
+        At most ``order``, and at most ``i + 1`` (the history available). With
+        ``lower_order_final``, the order drops where the extrapolation would be unstable:
+        TODO-rule.
+        """
+        q = min(self.k, i + 1)
+        if not self.lower_order_final:
+            return q
+        n = len(h)
+        if n < 15:
+            q = min(q, n - i)
+        return q
+
+    def step(self, ctx, i: int, x: Tensor, state):
+        if self.method == "singlestep":
+            return self._singlestep(ctx, i, x), None
+        orders, hist_m, hist_l = state
+        alphas, sigmas = ctx.marginals
+        lams = ctx.log_snr
+        a_s, s_s, a_t, s_t = alphas[i], sigmas[i], alphas[i + 1], sigmas[i + 1]
+        h = lams[i + 1] - lams[i]
+        hist_m = (hist_m + [self._model(ctx, x, ctx.times[i])])[-3:]
+        hist_l = (hist_l + [lams[i]])[-3:]
+        m0 = hist_m[-1]
+        order = orders[i]
+        if order == 1:
+            derivs = [m0]
+        elif order == 2:
+            derivs = [m0, (m0 - hist_m[-2]) / (hist_l[-1] - hist_l[-2])]
+        else:  # quadratic through the last three predictions, differentiated at lambda_s
+            h0, h1 = hist_l[-1] - hist_l[-2], hist_l[-2] - hist_l[-3]
+            d0 = (m0 - hist_m[-2]) / h0
+            d1 = (hist_m[-2] - hist_m[-3]) / h1
+            c = (d0 - d1) / (h0 + h1)
+            derivs = [m0, d0 + c * h0, 2 * c]
+        x = self._propagate(x, a_s, s_s, a_t, s_t, h, derivs, midpoint=self.solver_type == "midpoint")
+        return x, (orders, hist_m, hist_l)
+
+    def _singlestep(self, ctx, i: int, x: Tensor) -> Tensor:
+        r"""One singlestep step: extra evaluations inside it at :math:`\lambda_s + r h`."""
+        sde, times = ctx.sde, ctx.times
+        alphas, sigmas = ctx.marginals
+        lams = ctx.log_snr
+        a_s, s_s, a_t, s_t = alphas[i], sigmas[i], alphas[i + 1], sigmas[i + 1]
+        h = lams[i + 1] - lams[i]
+        m0 = self._model(ctx, x, times[i])
+        m_last, r_last = None, None
+        for j, r in enumerate({1: (), 2: (0.5,), 3: (1 / 3, 2 / 3)}[self.k]):
+            t_r = sde.t_from_log_snr(lams[i] + r * h).clamp(times[i + 1], times[i])
+            a_r, s_r = sde.marginal(t_r)
+            derivs = [m0] if j == 0 else [m0, (m_last - m0) / (r_last * h)]
+            u = self._propagate(x, a_s, s_s, a_r, s_r, r * h, derivs)
+            m_last, r_last = self._model(ctx, u, t_r), r
+        derivs = [m0] if self.k == 1 else [m0, (m_last - m0) / (r_last * h)]
+        return self._propagate(x, a_s, s_s, a_t, s_t, h, derivs)

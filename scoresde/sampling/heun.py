@@ -21,25 +21,28 @@ import torch
 from torch import Tensor
 
 from ..errors import check_nonneg, check_range
-from ..sde import LinearSDEBase
-from .base import Sampler, SolveContext, batch_time, register
+from ..sde import SDE
+from .base import MARGINALS, Sampler, batch_time
+from .registry import register
 
 
 @register
 class Heun(Sampler):
-    """Karras et al.'s Heun sampler on the PF-ODE of a linear SDE; order 2 (deterministic when ``churn=0``).
+    """Karras et al.'s Heun sampler on the PF-ODE of a linear SDE (closed-form marginals).
 
     Args:
         churn: :math:`S_{churn}`, total stochasticity (0: deterministic ODE solve).
         s_tmin, s_tmax: the range of noise levels :math:`\\tilde\\sigma` where churn applies.
         s_noise: :math:`S_{noise}`, scale of the added noise (slightly above 1 offsets detail loss).
 
-    NFE = 2 per step. The default grid is the EDM schedule (``grid="edm"``, ``rho=7``).
+    NFE = 2 per step. The default grid is the EDM schedule (``grid="edm"``, ``rho=7``). Order 2
+    without churn; with churn the steps inject noise whose total does not vanish with more steps,
+    and the moments converge at first order (weak order 1).
     """
 
     name = "heun"
-    order = 2.0
-    needs_linear = True
+    requires = (MARGINALS,)
+    evaluations_per_step = 2
     default_steps = 50
     default_grid = "edm"
 
@@ -49,44 +52,48 @@ class Heun(Sampler):
         self.s_tmax = check_range("s_tmax", s_tmax, self.s_tmin, math.inf, low_closed=True, high_closed=True)
         self.s_noise = check_nonneg("s_noise", s_noise)
 
-    @property
-    def stochastic(self) -> bool:  # type: ignore[override]
-        return self.churn > 0
-
     def options(self) -> dict:
         return dict(churn=self.churn, s_tmin=self.s_tmin, s_tmax=self.s_tmax, s_noise=self.s_noise)
 
-    def solve(self, ctx: SolveContext, x: Tensor, times: Tensor) -> Tensor:
-        sde: LinearSDEBase = ctx.sde
-        alphas, sigmas = sde.marginal(times)
+    def is_stochastic(self) -> bool:
+        return self.churn > 0
+
+    def order(self, sde: SDE) -> float | None:
+        return None if self.churn > 0 else 2.0
+
+    def weak_order(self, sde: SDE) -> float:
+        return 1.0 if self.churn > 0 else 2.0
+
+    def init(self, ctx, x):
+        alphas, sigmas = ctx.marginals
         levels = sigmas / alphas
-        top = sigmas[0] / alphas[0]  # churn may not raise the level above the starting one
-        n = len(times) - 1
-        xh = x / alphas[0]
+        n = ctx.n_steps
         # which steps churn, decided once on the host before the loop (no sync inside a step)
         lev_host = levels.detach().cpu().tolist()
         churn_at = [self.churn > 0 and self.s_tmin <= lev_host[i] <= self.s_tmax for i in range(n)]
-        gamma = min(self.churn / n, math.sqrt(2) - 1)
+        return levels, churn_at, min(self.churn / n, math.sqrt(2) - 1)
 
-        def slope(xh: Tensor, t: Tensor, a: Tensor, s: Tensor) -> Tensor:
+    def step(self, ctx, i: int, x: Tensor, state):
+        levels, churn_at, gamma = state
+        sde, times = ctx.sde, ctx.times
+        alphas, sigmas = ctx.marginals
+
+        def slope(xh: Tensor, t: Tensor, a: Tensor, s: Tensor) -> Tensor:  # (x_hat - D) / sigma_tilde
             x = a * xh
-            score = ctx.score(x, batch_time(t, x))
-            denoised = sde.to_x0(score, x, t, "score")
+            denoised = sde.to_x0(ctx.score(x, batch_time(t, x)), x, t, "score")
             return (xh - denoised) / (s / a)
 
-        for i in range(n):
-            t_cur, lev = times[i], levels[i]
-            a_cur, s_cur = alphas[i], sigmas[i]
-            if churn_at[i]:
-                lev_hat = torch.minimum(lev * (1 + gamma), top)
-                xh = xh + (lev_hat.square() - lev.square()).clamp_min(0).sqrt() * self.s_noise * ctx.noise(xh)
-                t_cur = sde.t_from_log_snr(-lev_hat.log()).clamp(times[-1], times[0])
-                a_cur, s_cur = sde.marginal(t_cur)
-                lev = s_cur / a_cur
-            d = slope(xh, t_cur, a_cur, s_cur)
-            dlev = levels[i + 1] - lev
-            x_next = xh + dlev * d
-            d_next = slope(x_next, times[i + 1], alphas[i + 1], sigmas[i + 1])
-            xh = xh + dlev * 0.5 * (d + d_next)
-            xh = ctx.step_done(xh * alphas[i + 1], times[i + 1]) / alphas[i + 1]
-        return xh * alphas[-1]
+        xh = x / alphas[i]
+        t_cur, lev, a_cur, s_cur = times[i], levels[i], alphas[i], sigmas[i]
+        if churn_at[i]:
+            # churn may not raise the level above the starting one
+            lev_hat = torch.minimum(lev * (1 + gamma), levels[0])
+            xh = xh + (lev_hat.square() - lev.square()).clamp_min(0).sqrt() * self.s_noise * ctx.noise(xh)
+            t_cur = sde.t_from_log_snr(-lev_hat.log()).clamp(times[-1], times[0])
+            a_cur, s_cur = sde.marginal(t_cur)
+            lev = s_cur / a_cur
+        d = slope(xh, t_cur, a_cur, s_cur)
+        dlev = levels[i + 1] - lev
+        d_next = slope(xh + dlev * d, times[i + 1], alphas[i + 1], sigmas[i + 1])
+        xh = xh + dlev * 0.5 * (d + d_next)
+        return xh * alphas[i + 1], state

@@ -1,10 +1,10 @@
-r"""Samplers that use Langevin dynamics: predictor-corrector and annealed Langevin.
+r"""The Langevin corrector step, shared by predictor-corrector and annealed Langevin.
 
 Langevin dynamics :math:`x \leftarrow x + \epsilon\,\nabla\log p(x) + \sqrt{2\epsilon}\,z` leaves
 :math:`p` invariant as :math:`\epsilon \to 0`. At each noise level it pulls the samples towards
 :math:`p_t`, correcting the error a predictor step made.
 
-**The corrector's step** (:func:`~scoresde.sampling.sde_solvers.langevin_step`) is the same for
+**The corrector's step** (:func:`langevin_step`) is the same for
 every sample: on a linear SDE :math:`\epsilon = 2\alpha r^2\sigma_t^2`, a function of ``t`` alone
 (per-sample seeds still give samples independent of their batch-mates); on an SDE without
 marginals Song et al.'s rule with batch-mean score norms, as in their reference code (per-sample
@@ -49,128 +49,46 @@ and 1.54 at 0.16) and a dispersion within 1.5% of the truth.
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
-from ..errors import ArgumentError, check_choice, check_int, check_nonneg, check_positive
-from ..sde import LinearSDEBase
-from .base import Sampler, SolveContext, batch_time, register
-from .sde_solvers import Ancestral, EulerMaruyama, ReverseDiffusion, langevin_alpha, langevin_step
-
-_PREDICTORS = {
-    "euler_maruyama": EulerMaruyama,
-    "reverse_diffusion": ReverseDiffusion,
-    "ancestral": Ancestral,
-    "none": None,
-}
-_CORRECTORS = ("langevin", "none")
+from ..sde import SDE, LinearSDEBase
+from .base import batch_time
 
 
-@register
-class PredictorCorrector(Sampler):
-    r"""Predictor-corrector sampling (Song et al. 2021, Algorithms 2-5).
+def langevin_alpha(sde: SDE, t: Tensor, s: Tensor) -> Tensor:
+    r"""Song et al.'s :math:`\alpha_i` in the Langevin step: :math:`1-\beta_i = (\alpha_s/\alpha_t)^2`
+    on a linear SDE (so 1 for VE), 1 otherwise."""
+    if isinstance(sde, LinearSDEBase):
+        a_t, _ = sde.marginal(t)
+        a_s, _ = sde.marginal(s)
+        return (a_t / a_s).square()
+    return torch.ones((), dtype=t.dtype, device=t.device)
 
-    For each step :math:`t_i \to t_{i+1}`: one predictor step (``euler_maruyama``,
-    ``reverse_diffusion``, ``ancestral`` or ``none``), then ``corrector_steps`` Langevin steps at
-    :math:`t_{i+1}` with the step size of :func:`~scoresde.sampling.sde_solvers.langevin_step`
-    (``corrector="langevin"``; see the module doc) or none. NFE per step: 1 (predictor) + ``corrector_steps``.
 
-    Args:
-        predictor: the predictor's name.
-        corrector: ``"langevin"`` or ``"none"``.
-        snr: the corrector's signal-to-noise ratio (see the module doc for how to choose it).
-        corrector_steps: Langevin steps per time step.
+def langevin_step(ctx, x: Tensor, t: Tensor, snr: float, alpha: Tensor) -> Tensor:
+    r"""One Langevin corrector step :math:`x \leftarrow x + \epsilon\,s_\theta(x,t) + \sqrt{2\epsilon}\,z`
+    at time ``t`` with signal-to-noise ratio ``snr`` = :math:`r` and a step that is the same for
+    every sample (a step that depends on the position biases Langevin dynamics: its stationary
+    law is :math:`p/\epsilon(x)`, not :math:`p`):
+
+    * on a :class:`~scoresde.sde.LinearSDEBase`, a step that depends on ``t`` only,
+      :math:`\epsilon = 2\alpha r^2\sigma_t^2`: Song et al.'s
+      :math:`2\alpha (r\lVert z\rVert/\lVert s\rVert)^2` with :math:`\lVert s\rVert^2` at its
+      upper bound :math:`D/\sigma_t^2` (the Fisher information of :math:`p_t`, a Gaussian of
+      variance :math:`\sigma_t^2` convolved with the scaled data, is at most that of the Gaussian),
+      which it reaches in high dimension. Per-sample seeds keep their promise.
+    * on an SDE without marginals, Song et al.'s rule with batch means (their reference code),
+      :math:`\epsilon = 2\alpha r^2 D / \overline{\lVert s_\theta\rVert^2}`, the bar a mean over the
+      batch: each sample's step depends on its batch-mates, so predictor-corrector refuses
+      per-sample seeds there. The batch mean estimates :math:`E\lVert s\rVert^2`, so it needs a
+      batch of more than a few samples.
     """
-
-    name = "pc"
-    stochastic = True
-
-    def __init__(
-        self,
-        predictor: str = "reverse_diffusion",
-        corrector: str = "langevin",
-        snr: float = 0.05,
-        corrector_steps: int = 1,
-    ):
-        check_choice("predictor", predictor, tuple(_PREDICTORS))
-        check_choice("corrector", corrector, _CORRECTORS)
-        if predictor == "none" and corrector == "none":
-            raise ArgumentError("predictor and corrector cannot both be 'none'")
-        self.predictor = predictor
-        self.corrector = corrector
-        self.snr = check_nonneg("snr", snr)
-        self.corrector_steps = check_int("corrector_steps", corrector_steps, minimum=0)
-        self._pred = _PREDICTORS[predictor]() if _PREDICTORS[predictor] is not None else None
-        self.order = self._pred.order if (self._pred is not None and corrector == "none") else None
-
-    @property
-    def needs_linear(self) -> bool:  # type: ignore[override]
-        return self._pred is not None and self._pred.needs_linear
-
-    def options(self) -> dict:
-        return dict(predictor=self.predictor, corrector=self.corrector, snr=self.snr,
-                    corrector_steps=self.corrector_steps)
-
-    def solve(self, ctx: SolveContext, x: Tensor, times: Tensor) -> Tensor:
-        if self.corrector == "langevin" and ctx.noise.per_sample and not isinstance(ctx.sde, LinearSDEBase):
-            raise ArgumentError(
-                f"sampler 'pc' cannot use per-sample seeds on {type(ctx.sde).__name__}: without closed-form "
-                "marginals its Langevin step is set from the batch-mean score norm, so a sample would depend "
-                "on its batch-mates; give one seed, or corrector='none', or use a LinearSDE"
-            )
-        step_done = ctx.step_done
-        for i in range(len(times) - 1):
-            t, s = times[i], times[i + 1]
-            if self._pred is not None:
-                ctx.step_done = _identity  # the predictor's own step_done: applied once below
-                try:
-                    x = self._pred.solve(ctx, x, times[i : i + 2])
-                finally:
-                    ctx.step_done = step_done
-            if self.corrector == "langevin":
-                alpha = langevin_alpha(ctx.sde, t, s)
-                for _ in range(self.corrector_steps):
-                    x = langevin_step(ctx, x, s, self.snr, alpha)
-            x = ctx.step_done(x, s)
-        return x
-
-
-def _identity(x: Tensor, t: Tensor) -> Tensor:
-    return x
-
-
-@register
-class AnnealedLangevin(Sampler):
-    r"""Annealed Langevin dynamics (Song & Ermon 2019, Algorithm 1) over the SDE's noise levels.
-
-    For each level :math:`t_1 > \dots > t_N = \varepsilon` of the grid, ``n_steps_each`` steps of
-    Langevin dynamics on :math:`p_{t_i}` with step :math:`\epsilon_i = c\,\sigma_{t_i}^2`
-    (``step_size`` :math:`c`; NCSN's :math:`\epsilon\,\sigma_i^2/\sigma_L^2` with :math:`c = \epsilon/\sigma_L^2`):
-
-    .. math:: x \leftarrow x + \epsilon_i\, s_\theta(x, t_i) + \sqrt{2\epsilon_i}\,z.
-
-    (NCSN writes the step as :math:`\tfrac{\alpha_i}2\nabla\log p + \sqrt{\alpha_i}z` with :math:`\alpha_i = 2\epsilon_i`.)
-    Needs a :class:`~scoresde.sde.LinearSDEBase` for :math:`\sigma_t`. NFE = steps x ``n_steps_each``.
-    """
-
-    name = "annealed_langevin"
-    stochastic = True
-    needs_linear = True
-    default_steps = 400
-
-    def __init__(self, n_steps_each: int = 5, step_size: float = 0.1):
-        self.n_steps_each = check_int("n_steps_each", n_steps_each)
-        self.step_size = check_positive("step_size", step_size)
-
-    def options(self) -> dict:
-        return dict(n_steps_each=self.n_steps_each, step_size=self.step_size)
-
-    def solve(self, ctx: SolveContext, x: Tensor, times: Tensor) -> Tensor:
-        sde: LinearSDEBase = ctx.sde
-        _, sigmas = sde.marginal(times)
-        for i in range(1, len(times)):
-            eps = self.step_size * sigmas[i].square()
-            t = batch_time(times[i], x)
-            for _ in range(self.n_steps_each):
-                x = x + eps * ctx.score(x, t) + (2 * eps).sqrt() * ctx.noise(x)
-            x = ctx.step_done(x, times[i])
-        return x
+    score = ctx.score(x, batch_time(t, x))
+    if isinstance(ctx.sde, LinearSDEBase):
+        _, sigma = ctx.sde.marginal(t)
+        step = 2 * alpha * snr**2 * sigma.square()
+    else:
+        mean_sq = score.reshape(x.shape[0], -1).square().sum(1).mean()
+        step = 2 * alpha * snr**2 * x[0].numel() / mean_sq.clamp_min(torch.finfo(x.dtype).tiny)
+    return x + step * score + (2 * step).sqrt() * ctx.noise(x)

@@ -2,73 +2,68 @@ r"""The ODE sampler: the probability-flow ODE (Song et al. 2021, eq. 13) from th
 
 .. math:: \frac{dx}{dt} = f(x,t) - \tfrac12 g(t)^2\, s_\theta(x,t),
 
-integrated by the same torchdiffeq system as the likelihood and ``encode``/``decode``
-(:mod:`scoresde.likelihood.flow`), with fixed-step methods added for equal-cost comparisons.
+integrated by the flow engine (:mod:`scoresde.flow`), the same system and solve as the likelihood
+and ``encode``/``decode``. Adaptive methods step in :math:`t`; fixed-step methods step in the
+engine's clock, the noise level :math:`\tilde\sigma = \sigma_t/\alpha_t` with the state
+:math:`x/\alpha_t` on a linear SDE (:mod:`scoresde.flow.clock`), one step per interval of the grid.
 """
 
 from __future__ import annotations
 
 from torch import Tensor
 
-from ..errors import DEFAULT_MAX_STEPS, check_choice, check_int, check_tolerance
-from ..likelihood.flow import ADAPTIVE_METHODS, FIXED_METHODS, ODESolveError, ProbabilityFlow, solve_path
-from .base import NonFiniteError, Sampler, SolveContext, register
-
-ORDER = {"dopri5": 5, "dopri8": 8, "bosh3": 3, "fehlberg2": 2, "adaptive_heun": 2,
-         "euler": 1, "midpoint": 2, "heun2": 2, "heun3": 3, "rk4": 4, "explicit_adams": 4, "implicit_adams": 4}
-
-
-def _check_method(method: str) -> str:
-    return check_choice("method", method, ADAPTIVE_METHODS + FIXED_METHODS)
+from ..errors import DEFAULT_MAX_STEPS, check_int, check_tolerance
+from ..flow import ADAPTIVE_METHODS, METHOD_ORDER, STAGES, ProbabilityFlow, check_method, solve
+from ..sde import SDE
+from .base import Sampler
+from .registry import register
 
 
 @register
 class ProbabilityFlowODE(Sampler):
-    r"""Sample by solving the probability-flow ODE from :math:`t_{start}` to :math:`\varepsilon` with torchdiffeq.
+    r"""Sample by solving the probability-flow ODE from :math:`t_{start}` to :math:`\varepsilon`.
 
     Args:
-        method: an adaptive solver (``dopri5`` default, ``dopri8``, ``bosh3``, ``fehlberg2``,
-            ``adaptive_heun``; tolerances ``rtol``, ``atol``) or a fixed-step one (``euler``,
-            ``midpoint``, ``heun2``, ``heun3``, ``rk4``, ``explicit_adams``, ``implicit_adams``;
-            the ``steps`` of :func:`sample`).
+        method: an adaptive torchdiffeq solver (``dopri5`` default, ``dopri8``, ``bosh3``,
+            ``fehlberg2``, ``adaptive_heun``; tolerances ``rtol``, ``atol``) or a fixed-step one
+            (``euler``, ``midpoint``, ``heun2``, ``heun3``, ``rk4``: 1, 2, 2, 3, 4 evaluations per step
+            of the grid; :func:`sample`'s ``steps``, default 100). ``explicit_adams`` and
+            ``implicit_adams`` are refused (:mod:`scoresde.flow.solve` says why).
         rtol, atol: tolerances of adaptive solvers.
         max_steps: step budget of adaptive solvers; exceeding it raises, naming the time reached.
 
-    The order is that of ``method``. Deterministic: no noise is drawn.
+    Serves any SDE. Its order is that of ``method``; deterministic: no noise is drawn.
     """
 
     name = "ode"
     default_steps = None
-    supports_projection = False  # one torchdiffeq call: no hook between steps
+    solves_whole = True  # one torchdiffeq call: no hook between steps
 
-    def __init__(self, method: str = "dopri5", rtol: float = 1e-5, atol: float = 1e-5, max_steps: int = DEFAULT_MAX_STEPS):
-        self.method = _check_method(method)
+    def __init__(self, method: str = "dopri5", rtol: float = 1e-5, atol: float = 1e-5,
+                 max_steps: int = DEFAULT_MAX_STEPS):
+        self.method = check_method(method)
         self.rtol = check_tolerance("rtol", rtol)
         self.atol = check_tolerance("atol", atol)
         self.max_steps = check_int("max_steps", max_steps)
-        self.order = float(ORDER[method])
         self.adaptive = method in ADAPTIVE_METHODS
 
     def options(self) -> dict:
         return dict(method=self.method, rtol=self.rtol, atol=self.atol)
+
+    def order(self, sde: SDE) -> float:
+        return float(METHOD_ORDER[self.method])
+
+    def evaluations(self, steps: int, sde: SDE) -> int | None:
+        return None if self.adaptive else STAGES[self.method] * steps
 
     def steps_for(self, steps: int | None) -> int | None:
         if self.adaptive:
             return steps  # only sets the output grid of the trajectory
         return 100 if steps is None else steps
 
-    def solve(self, ctx: SolveContext, x: Tensor, times: Tensor) -> Tensor:
-        # The likelihood's PF-ODE system and solve: one integrator for encode, decode and sampling
-        # (VE steps in its noise level there). The output times are read once, before the solve.
+    def solve(self, ctx, x: Tensor) -> Tensor:
         system = ProbabilityFlow(ctx.score_fn, ctx.sde)
-        try:
-            ys = solve_path(system, x, times.tolist(), like=x, method=self.method, rtol=self.rtol,
-                            atol=self.atol, max_steps=self.max_steps)
-        except ODESolveError as err:
-            if err.reason != "max_steps":  # NaN/inf, or a step-size underflow (usually NaN too)
-                raise NonFiniteError(f"the ODE sampler ({self.method}): {err}") from None
-            raise
-        # the ODE is solved in one call: hand the intermediate states to the context afterwards
-        for i in range(1, len(times) - 1):
-            ctx.step_done(ys[i], times[i])
-        return ctx.step_done(ys[-1], times[-1])
+        sol = solve(system, x, ctx.times_host, like=x, method=self.method, rtol=self.rtol, atol=self.atol,
+                    max_steps=self.max_steps)
+        sol.raise_for_status(f"sampler 'ode' ({self.method})")
+        return sol.ys[ctx.wanted]

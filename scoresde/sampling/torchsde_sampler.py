@@ -2,6 +2,12 @@ r"""The reverse SDE handed to :func:`torchsde.sdeint` (through :func:`scoresde.s
 
 The Brownian motion is a :class:`torchsde.BrownianInterval` seeded by the caller (``seed``, or an
 entropy drawn once from the caller's generator), so the same seed gives the same path.
+
+**Evaluations.** torchsde checks the drift's shape by evaluating it once at the start, so every
+solve costs one evaluation more than its steps: ``euler`` and ``milstein`` take one per step
+(``steps + 1`` in all), ``srk`` ten per step (``10 steps + 1``: torchsde's SRID2 scheme for diagonal
+noise has four stages and re-evaluates the earlier stages' drifts in each; a one-step ``srk`` solve
+with the final denoising evaluation is 12).
 """
 
 from __future__ import annotations
@@ -10,11 +16,14 @@ import torch
 from torch import Tensor
 
 from ..errors import ArgumentError, check_choice
-from ..sde import torchsde_integrate
-from .base import Sampler, SolveContext, register
+from ..sde import SDE, torchsde_integrate
+from .base import Sampler
+from .registry import register
 
-# Itô methods torchsde offers for diagonal noise, with their strong orders under additive noise.
-METHODS = {"euler": 1.0, "milstein": 1.0, "srk": 1.5}
+#: torchsde's Ito methods for diagonal noise: (strong order under additive noise, evaluations per step)
+METHODS = {"euler": (1.0, 1), "milstein": (1.0, 1), "srk": (1.5, 10)}
+#: torchsde's shape check evaluates the drift once per solve
+STARTUP_EVALUATIONS = 1
 
 
 @register
@@ -22,40 +31,45 @@ class TorchsdeSampler(Sampler):
     """Euler-Maruyama-type solvers of torchsde on the reverse SDE, with fixed steps on a uniform grid.
 
     Args:
-        method: ``"euler"`` (default), ``"milstein"`` or ``"srk"`` (Itô, diagonal noise).
+        method: ``"euler"`` (default), ``"milstein"`` or ``"srk"`` (Ito, diagonal noise).
 
-    Needs one generator for the whole batch (a torchsde Brownian motion is shared by the batch),
-    so per-sample seeds are not supported. The result is the same whether or not the trajectory
-    is recorded only up to round-off in torchsde's step placement.
+    Serves any SDE. Needs one generator for the whole batch (a torchsde Brownian motion is shared
+    by the batch), so per-sample seeds are not supported. Weak order 1 for all three (srk's higher
+    order is strong, under additive noise).
     """
 
     name = "torchsde"
-    stochastic = True
-    supports_projection = False
+    solves_whole = True
 
     def __init__(self, method: str = "euler"):
         self.method = check_choice("method", method, tuple(METHODS))
-        # weak order 1 for all three on additive noise (srk: higher strong order, same weak order 1 here)
-        self.order = 1.0
 
     def options(self) -> dict:
         return dict(method=self.method)
 
-    def solve(self, ctx: SolveContext, x: Tensor, times: Tensor) -> Tensor:
-        if ctx.noise.per_sample:
+    def is_stochastic(self) -> bool:
+        return True
+
+    def order(self, sde: SDE) -> float:
+        return 0.5 if sde.state_dependent_diffusion and self.method == "euler" else METHODS[self.method][0]
+
+    def weak_order(self, sde: SDE) -> float:
+        return 1.0
+
+    def evaluations(self, steps: int, sde: SDE) -> int:
+        return METHODS[self.method][1] * steps + STARTUP_EVALUATIONS
+
+    def solve(self, ctx, x: Tensor) -> Tensor:
+        if ctx.per_sample_seeds:
             raise ArgumentError("sampler 'torchsde' cannot use per-sample seeds (its Brownian motion spans the batch)")
+        times = torch.tensor(ctx.times_host, dtype=torch.float64)
         steps = times[:-1] - times[1:]
-        rtol = max(1e-6, 1000 * torch.finfo(times.dtype).eps)  # grid round-off in float32
-        if len(times) > 2 and not torch.allclose(steps, steps.mean().expand_as(steps), rtol=rtol, atol=0):
+        if len(times) > 2 and not torch.allclose(steps, steps.mean().expand_as(steps), rtol=1e-6, atol=0):
             raise ArgumentError("sampler 'torchsde' takes fixed steps: use grid='uniform'")
         # a hair above the spacing: round-off in torchsde's accumulated time must not leave a
         # ~1e-16 final step, which makes its Brownian interval build an enormous dependency tree
         dt = float(steps.mean()) * (1 + 1e-9)
-        gen = ctx.noise.generator
+        gen = ctx.generator
         entropy = int(torch.randint(0, 2**62, (), generator=gen, device=gen.device if gen is not None else None))
         rsde = ctx.sde.reverse(ctx.score_fn)
-        outs = times if ctx.record else times[[0, -1]]
-        ys = torchsde_integrate(rsde, x, outs, method=self.method, dt=dt, seed=entropy)
-        for i in range(1, len(outs) - 1):
-            ctx.step_done(ys[i], outs[i])
-        return ctx.step_done(ys[-1], outs[-1])
+        return torchsde_integrate(rsde, x, ctx.times[ctx.wanted], method=self.method, dt=dt, seed=entropy)

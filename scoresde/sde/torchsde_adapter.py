@@ -82,7 +82,10 @@ def torchsde_integrate(
     if bm is not None and not isinstance(bm, torchsde.BrownianInterval):
         raise ArgumentError(f"bm must be a torchsde.BrownianInterval, got {type(bm).__name__}")
     try:
-        times = torch.as_tensor(times, dtype=x.dtype, device=x.device)
+        # float64 times (where the device has them): torchsde accumulates its fixed steps in the
+        # times' dtype, and float32 round-off added a tiny extra step (and evaluation) to solves
+        tdtype = torch.float64 if x.device.type != "mps" else x.dtype
+        times = torch.as_tensor(times, dtype=tdtype, device=x.device)
     except (TypeError, ValueError, RuntimeError):
         raise ArgumentError(f"times must be a 1-D sequence of numbers, got {times!r}") from None
     if times.dim() != 1 or times.numel() < 2:

@@ -94,9 +94,11 @@ def test_bad_data_and_sde(case):
 
 def test_max_steps_exceeded_names_the_time(case):
     score, sde, x = case
-    with pytest.raises(ODESolveError, match=r"exceeded max_steps=3 .*reached t=0\.\d+"):
+    with pytest.raises(ODESolveError, match=r"maximum number of solver steps \(max_steps=3\) was reached at "
+                                            r"t=0\.\d+.*; try increasing max_steps") as info:
         ss.log_likelihood(score, sde, x, max_steps=3, rtol=1e-8, atol=1e-8)
-    with pytest.raises(ODESolveError, match=r"exceeded max_steps=2 .*reached t="):
+    assert info.value.reason == "max_steps"
+    with pytest.raises(ODESolveError, match=r"\(max_steps=2\) was reached at t="):
         ss.decode(score, sde, x, max_steps=2)
 
 
@@ -107,7 +109,7 @@ def test_nan_in_the_drift_names_the_time(case):
         s = score(x, t)
         return torch.where((t > 0.5)[:, None], torch.full_like(s, float("nan")), s)
 
-    with pytest.raises(ODESolveError, match="non-finite") as info:
+    with pytest.raises(ss.NonFiniteError, match="non-finite") as info:
         ss.log_likelihood(breaks_at_half, sde, x)
     t_bad = float(re.search(r"at t=([0-9.eE+-]+)", str(info.value)).group(1))
     assert 0.5 < t_bad < 0.7
@@ -119,14 +121,14 @@ def test_ve_failures_report_time_not_noise_level():
     x = data(gmm, sde, 4)
     with pytest.raises(ODESolveError, match=r"max_steps=4") as info:
         ss.log_likelihood(gmm.score_fn(sde), sde, x, max_steps=4, rtol=1e-9, atol=1e-9)
-    reached = float(re.search(r"reached t=([0-9.eE+-]+)", str(info.value)).group(1))
+    reached = float(re.search(r"was reached at t=([0-9.eE+-]+)", str(info.value)).group(1))
     assert 0 < reached < 1
 
     def breaks_at_07(x, t):
         s = gmm.score(x, t, sde)
         return torch.where((t > 0.7)[:, None], torch.full_like(s, float("inf")), s)
 
-    with pytest.raises(ODESolveError, match="non-finite") as info:
+    with pytest.raises(ss.NonFiniteError, match="non-finite") as info:
         ss.log_likelihood(breaks_at_07, sde, x)
     t_bad = float(re.search(r"at t=([0-9.eE+-]+)", str(info.value)).group(1))
     assert 0.7 < t_bad < 0.9
@@ -186,9 +188,8 @@ def test_data_that_overflow_the_score_say_so_with_the_time(case):
     # misleading "t must lie in [0, T], got nan"; it is the drift's failure at t = eps.
     score, sde, _ = case
     x = torch.full((4, 2), 1e30, dtype=torch.float32)
-    with pytest.raises(ss.ODESolveError, match=r"drift became non-finite \(NaN or inf\) at t=1e-05") as info:
+    with pytest.raises(ss.NonFiniteError, match=r"drift became non-finite \(NaN or inf\) at t=1e-05"):
         ss.log_likelihood(ss.analytic.ring_mixture(8, radius=4.0, std=0.3).to(dtype=torch.float32).score_fn(sde), sde, x)
-    assert info.value.reason == "non_finite"
 
 
 def test_nll_bound_checks_the_score_and_the_prior():

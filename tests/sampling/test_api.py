@@ -143,9 +143,9 @@ def test_registry_and_sampler_instances():
     names = ss.available_samplers()
     assert set(names) == {"euler_maruyama", "reverse_diffusion", "ancestral", "pc", "annealed_langevin", "ode",
                           "heun", "dpm_solver", "torchsde"}
-    orders = {n: ss.sampling.get_sampler(n).order for n in names}
+    orders = {n: ss.sampling.get_sampler(n).order(SDE) for n in names}  # orders are declared per SDE
     assert orders["euler_maruyama"] == 1 and orders["heun"] == 2 and orders["ode"] == 5
-    assert ss.sampling.get_sampler("dpm_solver", order=3).order == 3
+    assert ss.sampling.get_sampler("dpm_solver", order=3).order(SDE) == 3
     inst = ss.sampling.DPMSolver(order=1)
     a = ss.sample(gaussian_score, SDE, (3, 2), sampler=inst, steps=5, seed=0)
     b = ss.sample(gaussian_score, SDE, (3, 2), sampler="dpm_solver", order=1, steps=5, seed=0)
