@@ -12,7 +12,7 @@
 """
 
 from .clock import Clock, NoiseLevelClock, clock_for
-from .solve import (
+from .integrate import (
     ADAPTIVE_METHODS,
     FIXED_METHODS,
     METHOD_ORDER,

@@ -7,29 +7,29 @@ solver places its steps and how large its local error is. Two clocks:
 
 * :class:`Clock`: :math:`u = t`.
 * :class:`NoiseLevelClock`: the noise level :math:`u = \tilde\sigma_t = \sigma_t/\alpha_t = e^{-\lambda_t}`
-  of a linear SDE, optionally with the scaled state :math:`\hat x = x/\alpha_t` (Karras et al. 2022,
-  eq. 4), in which the PF-ODE is
+  of a linear SDE. On a drift-free one (VE, :math:`\alpha_t = 1`) the PF-ODE in :math:`\sigma` is
+  EDM's :math:`dx/d\sigma = -\sigma\,s_\theta(x, \sigma)`, close to straight lines where the noise
+  dominates the data's scale; Euler in :math:`\sigma` is k-diffusion's Euler (and DDIM).
 
-  .. math:: \frac{d\hat x}{d\tilde\sigma} = \frac{\hat x - D(\hat x; \tilde\sigma)}{\tilde\sigma}
-            = -\tilde\sigma\,\alpha_t\,s_\theta(\alpha_t\hat x, t) = \hat\epsilon,
+:func:`clock_for` steps in :math:`\sigma` on a drift-free linear SDE (``sde.alpha_is_one``: VE)
+for fixed-step methods and for solves towards noise, and in :math:`t` otherwise. Measured with the
+exact score of the ring mixture (2-D) and of ``random_mixture(64)``, 2000 samples, VE (0.01, 50)
+and VP (0.1, 20) at eps = 1e-5, grid uniform in t; the dispersion inside modes (1 is exact) at
+10 / 20 / 50 evaluations:
 
-  close to straight lines where the noise dominates. Euler in this frame is DDIM.
+* VE, Euler: in t 1.07 0.94 0.81 (2-D), 2e-4 0.067 0.40 (64-D: the modes collapse); in sigma
+  1.77 1.28 1.06 and 0.72 0.83 0.93 (issue 13 measured k-diffusion's Euler in sigma at 0.63 0.79 0.91).
+* VE, midpoint: in t 2.9e3 5.3 1.1 and 1.3e3 6.1 1.2; in sigma 1.4 1.06 1.01 and 0.88 0.98 1.00.
+* VE, RK4: in t 1.7e5 1.3 0.99 and 1.6e4 3.2 1.02; in sigma 277 1.13 0.98 and 52 1.08 1.00
+  (two steps of RK4 are too few either way).
+* VP, Euler: in t 1.24 1.03 0.98 and 0.99 0.98 0.99; in sigma/alpha 1.36 1.06 0.98 and 1.37 1.12 1.03.
+* VP, RK4: in t 3.0 1.15 0.98 and 1.39 1.01 1.00; in sigma/alpha 16.7 1.18 0.98 and 16.1 1.01 1.00.
 
-Which one :func:`clock_for` picks, and why (dopri5 at rtol = atol = 1e-5 on the ring mixture's
-exact score unless said otherwise):
-
-* fixed-step methods on a linear SDE: the noise level, with the scaled state. In :math:`t`,
-  Euler collapsed the modes of VE (64-D dispersion 0.015 / 0.05 / 0.35 at 10 / 20 / 50 steps,
-  against 0.63 / 0.79 / 0.91 for Euler in :math:`\sigma`), and midpoint and RK4 at 10 or fewer
-  evaluations gave dispersions of 1e4-1e5 (the tables in :mod:`scoresde.sampling.ode`).
-* adaptive solves from data towards noise (the likelihood, ``encode``) on a drift-free linear SDE
-  (``alpha_is_one``: VE): :math:`\sigma`, 15-20 % fewer evaluations (``benchmarks/likelihood.py``;
-  encode 134 in :math:`\sigma` against 140 in :math:`t`).
-* everything else: :math:`t`. Adaptive decoding (the ``ode`` sampler) on VE took 110 evaluations in
-  :math:`t` against 212 in :math:`\sigma`; VP needs fewer in :math:`t` as well.
-
-The scaled state changes the divergence (:math:`\nabla_{\hat x}\cdot` of the scaled field is
-:math:`(\nabla\cdot v - D f)\,\tau'`), so a solve that carries the divergence never scales it.
+(sub-VP behaves like VP; scaling the state by :math:`1/\alpha_t` as well, Karras et al.'s frame,
+did not help VP either: Euler 0.59 0.77 0.90 in 64-D.) Adaptive solves (dopri5 at rtol = atol =
+1e-5): from data towards noise (the likelihood, ``encode``) VE needs 15-20 % fewer evaluations in
+:math:`\sigma` (``benchmarks/likelihood.py``; encode 134 against 140), but from noise to data (the
+``ode`` sampler) 212 in :math:`\sigma` against 110 in :math:`t`; VP needs fewer in :math:`t` both ways.
 """
 
 from __future__ import annotations
@@ -45,11 +45,9 @@ class Clock:
 
     Attributes:
         scaled: whether :math:`dt/du \ne 1` (the system then folds it into its coefficients).
-        scales_state: whether the solver's state is :math:`x/\alpha_t` rather than :math:`x`.
     """
 
     scaled = False
-    scales_state = False
 
     def u(self, t: float) -> float:
         """The clock's value at time ``t`` (a float, before the solve)."""
@@ -62,10 +60,6 @@ class Clock:
     def dt_du(self, u: Tensor) -> Tensor:
         return torch.ones_like(u)
 
-    def alpha(self, t: Tensor) -> Tensor:
-        r"""The state's scale :math:`\alpha_t` (the solver's state is :math:`x/\alpha_t`); 1 when unscaled."""
-        return torch.ones_like(t)
-
     def __repr__(self) -> str:
         return "Clock(u=t)"
 
@@ -74,16 +68,14 @@ class NoiseLevelClock(Clock):
     r"""The noise level :math:`u = \tilde\sigma_t = \sigma_t/\alpha_t = e^{-\lambda_t}` of a linear SDE.
 
     :math:`t(u)` inverts the log-SNR and :math:`dt/du = -1/(\tilde\sigma\,d\lambda_t/dt)
-    = 2\sigma_t^2/(\tilde\sigma_t g(t)^2)` (for VE, :math:`\sigma_t = \sigma_{min} r^t` and
-    :math:`dt/du = 2\sigma/(d\sigma^2/dt)`). With ``scale_state`` the solver's state is
-    :math:`x/\alpha_t`; on a drift-free SDE (VE) :math:`\alpha_t = 1` and nothing is scaled.
+    = 2\sigma_t^2/(\tilde\sigma_t g(t)^2)`; for VE, :math:`\sigma_t = \sigma_{min} r^t` and
+    :math:`dt/du = 2\sigma/(d\sigma^2/dt)`.
     """
 
     scaled = True
 
-    def __init__(self, sde: LinearSDEBase, *, scale_state: bool = False):
+    def __init__(self, sde: LinearSDEBase):
         self.sde = sde
-        self.scales_state = bool(scale_state) and not sde.alpha_is_one
 
     def u(self, t: float) -> float:
         return float((-self.sde.log_snr(torch.tensor(t, dtype=torch.float64))).exp())
@@ -95,28 +87,18 @@ class NoiseLevelClock(Clock):
         t = self.t(u).clamp(0, self.sde.T)
         return -1.0 / (u * self.sde.dlog_snr_dt(t))
 
-    def alpha(self, t: Tensor) -> Tensor:
-        if not self.scales_state:
-            return torch.ones_like(t)
-        return self.sde.marginal(t)[0]
-
     def __repr__(self) -> str:
-        return f"NoiseLevelClock(u=sigma/alpha, scale_state={self.scales_state})"
+        return "NoiseLevelClock(u=sigma/alpha)"
 
 
-def clock_for(sde: SDE, *, towards_noise: bool, fixed_steps: bool, scale_state: bool = True) -> Clock:
-    r"""The clock of a solve of ``sde``'s PF-ODE (see the module for the choice and its measurements).
+def clock_for(sde: SDE, *, towards_noise: bool, fixed_steps: bool) -> Clock:
+    r"""The clock of a solve of ``sde``'s PF-ODE: the noise level on a drift-free linear SDE (VE)
+    for fixed-step methods and for solves towards noise, :math:`t` otherwise (see the module for
+    the measurements behind the choice).
 
     Args:
         towards_noise: the solve runs from data to noise (increasing ``t``).
         fixed_steps: the method takes fixed steps (one per interval of the output times).
-        scale_state: whether the state may be scaled by :math:`1/\alpha_t` (False when the solve
-            carries the divergence).
     """
-    if not isinstance(sde, LinearSDEBase):
-        return Clock()
-    if fixed_steps:
-        return NoiseLevelClock(sde, scale_state=scale_state)
-    if towards_noise and sde.alpha_is_one:
-        return NoiseLevelClock(sde)
-    return Clock()
+    drift_free = isinstance(sde, LinearSDEBase) and sde.alpha_is_one
+    return NoiseLevelClock(sde) if drift_free and (fixed_steps or towards_noise) else Clock()

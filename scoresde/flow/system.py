@@ -46,19 +46,15 @@ def check_flow_sde(sde, *, what: str = "the PF-ODE likelihood") -> SDE:
 class ProbabilityFlow:
     r"""The right-hand side :math:`(u, y) \mapsto dy/du` of the PF-ODE in the variable of its clock.
 
-    With the identity clock :math:`y = x` and :math:`dy/du = v(x, t)`; with a noise-level clock
-    the factor :math:`dt/du` is folded into the scalar coefficients (free per element), and with
-    a scaled state :math:`y = x/\alpha_t`, :math:`dy/du = -\tfrac12 g(t)^2 s_\theta(\alpha_t y, t)/\alpha_t\,dt/du`.
+    With the identity clock :math:`dx/du = v(x, t)`; with a noise-level clock the factor
+    :math:`dt/du` is folded into the scalar coefficients (free per element).
 
     Args:
         score_fn: ``score_fn(x, t)`` with ``t`` of shape ``(batch,)``.
         sde: the forward SDE.
 
-    :func:`~scoresde.flow.solve` sets ``clock`` and the interval ``[t_lo, t_hi]`` for each solve.
+    :func:`~scoresde.flow.integrate.solve` sets ``clock`` and the interval ``[t_lo, t_hi]`` for each solve.
     """
-
-    #: whether the solver's state may be scaled by 1/alpha_t (not when the divergence rides along)
-    allows_state_scaling = True
 
     def __init__(self, score_fn: ScoreFn, sde: SDE):
         self.score_fn = score_fn
@@ -71,19 +67,16 @@ class ProbabilityFlow:
         self.t_last: Tensor | None = None
         self.tracker = NonFiniteTracker()
 
-    def field(self, x: Tensor, t: Tensor, tb: Tensor, scale: Tensor | None,
-              alpha: Tensor | None = None) -> Callable[[Tensor], Tensor]:
-        """:math:`dy/du` as a function of the state ``y`` alone, at the fixed time ``t`` (a scalar;
-        ``tb`` is it expanded to ``(batch,)``); ``scale`` = dt/du or None, ``alpha`` the state's
-        scale or None. ``x`` only supplies the shape for a custom SDE's diffusion."""
+    def field(self, x: Tensor, t: Tensor, tb: Tensor, scale: Tensor | None) -> Callable[[Tensor], Tensor]:
+        """:math:`dx/du` as a function of the state alone, at the fixed time ``t`` (a scalar;
+        ``tb`` is it expanded to ``(batch,)``); ``scale`` = dt/du or None. ``x`` only supplies the
+        shape for a custom SDE's diffusion."""
         sde, score_fn = self.sde, self.score_fn
         if isinstance(sde, LinearSDEBase):
             # f(t) and g(t) once, as scalars (every sample shares t)
             half_g2 = 0.5 * sde.g(t).square()
             if scale is not None:
                 half_g2 = half_g2 * scale
-            if alpha is not None:  # y = x / alpha: the linear term cancels
-                return lambda y: -(half_g2 / alpha) * call_score(score_fn, alpha * y, tb)
             if sde.alpha_is_one:  # no drift term
                 return lambda y: -half_g2 * call_score(score_fn, y, tb)
             f = sde.f(t) if scale is None else sde.f(t) * scale
@@ -97,10 +90,10 @@ class ProbabilityFlow:
             return lambda y: sde.drift(y, tb) - 0.5 * g2 * call_score(score_fn, y, tb)
         return lambda y: scale * (sde.drift(y, tb) - 0.5 * g2 * call_score(score_fn, y, tb))
 
-    def evaluate(self, state, t: Tensor, scale: Tensor | None, alpha: Tensor | None):
+    def evaluate(self, state, t: Tensor, scale: Tensor | None):
         """The right-hand side for ``state`` at time ``t``: here the drift alone (subclasses add
         terms, e.g. the divergence); returns a tensor or a tuple shaped like ``state``."""
-        return self.field(state, t, t.expand(state.shape[0]).contiguous(), scale, alpha)(state)
+        return self.field(state, t, t.expand(state.shape[0]).contiguous(), scale)(state)
 
     def __call__(self, u: Tensor, state):
         x = state[0] if isinstance(state, tuple) else state
@@ -109,8 +102,7 @@ class ProbabilityFlow:
         # clamp: torchdiffeq's initial step-size probe may look beyond the interval's end
         t = t.to(x.dtype).clamp(self.t_lo, self.t_hi)
         scale = clock.dt_du(u).to(x.dtype) if clock.scaled else None
-        alpha = clock.alpha(t) if clock.scales_state else None
-        out = self.evaluate(state, t, scale, alpha)
+        out = self.evaluate(state, t, scale)
         # bookkeeping with device tensors only: no host synchronisation inside the solve
         self.nfe += 1
         self.t_last = t

@@ -3,8 +3,7 @@ r"""The PF-ODE augmented with its divergence, for the instantaneous change of va
 The state is :math:`(x_t, \int_\varepsilon^t \nabla\!\cdot v(x_s, s)\,ds)` and its right-hand side
 :math:`(v, \nabla\!\cdot v)\,dt/du` (see :mod:`scoresde.likelihood.core`). The drift is
 :class:`scoresde.flow.ProbabilityFlow`'s; the divergence is exact or Skilling-Hutchinson
-(:mod:`scoresde.likelihood.divergence`). The state is never scaled by :math:`1/\alpha_t`, which
-would change the divergence.
+(:mod:`scoresde.likelihood.divergence`).
 """
 
 from __future__ import annotations
@@ -33,8 +32,6 @@ class AugmentedFlow(ProbabilityFlow):
     batch (networks vmap cannot batch, e.g. diffusers UNets), once for the whole solve.
     """
 
-    allows_state_scaling = False
-
     def __init__(self, score_fn: ScoreFn, sde: SDE, *, trace: str = "exact", probes: Tensor | None = None,
                  chunk_size: int | None = None):
         super().__init__(score_fn, sde)
@@ -43,7 +40,7 @@ class AugmentedFlow(ProbabilityFlow):
         self.chunk_size = chunk_size
         self.batching = Batching("auto")
 
-    def evaluate(self, state, t: Tensor, scale: Tensor | None, alpha: Tensor | None):
+    def evaluate(self, state, t: Tensor, scale: Tensor | None):
         x = state[0]
         v = self.field(x, t, t.expand(x.shape[0]).contiguous(), scale)
 

@@ -128,14 +128,9 @@ def solve(
     times = [float(t) for t in times]
     t0, t1 = times[0], times[-1]
     fixed = method in FIXED_METHODS
-    clock = system.clock = clock_for(system.sde, towards_noise=t1 > t0, fixed_steps=fixed,
-                                     scale_state=system.allows_state_scaling)
+    clock = system.clock = clock_for(system.sde, towards_noise=t1 > t0, fixed_steps=fixed)
     us = torch.tensor([clock.u(t) for t in times], dtype=like.dtype, device=like.device)
     system.t_lo, system.t_hi = min(t0, t1), max(t0, t1)
-    scales = None
-    if clock.scales_state:  # the solver's state is x / alpha_t
-        scales = clock.alpha(torch.tensor(times, dtype=torch.float64)).to(dtype=like.dtype, device=like.device)
-        state = state / scales[0]
     func = _Guarded(system, like.shape)
     bar = None
     if progress:
@@ -177,8 +172,6 @@ def solve(
     if not all(bool(torch.isfinite(o).all()) for o in final):  # one host read, after the solve
         bad = system.tracker.first_time()
         return _failed(system, "non_finite", bad, _non_finite_message(bad, span, solution=True))
-    if scales is not None:
-        sol = sol * scales.reshape((-1,) + (1,) * (sol.dim() - 1))
     return FlowSolution(ys=sol, status="success", t_reached=t1, message="", nfe=system.nfe)
 
 
