@@ -24,7 +24,7 @@ serve this SDE, derived from the registry (:func:`~scoresde.sampling.registry.sa
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from torch import Tensor
@@ -53,7 +53,7 @@ class Requirement:
     name: str
     description: str
     hint: str
-    met_by: Callable[[SDE], bool]
+    met_by: Callable[[SDE], bool] = field(repr=False)  # a function's repr holds its address
 
 
 _LINEAR_HINT = "a LinearSDEBase: VPSDE, SubVPSDE, VESDE, DiscreteVPSDE or LinearSDE"
