@@ -2,7 +2,7 @@ r"""Samplers: steps under one driver, one entry point (:func:`sample`).
 
 Names for ``sample(..., sampler=...)`` (:func:`available_samplers`): ``euler_maruyama``,
 ``reverse_diffusion``, ``ancestral``, ``pc``, ``annealed_langevin``, ``ode``, ``heun``,
-``dpm_solver``, ``torchsde``. Which serve a given SDE, and what each declares, come from the
+``dpm_solver``, ``unipc``, ``torchsde``. Which serve a given SDE, and what each declares, come from the
 registry: :func:`samplers_serving`, :func:`capabilities`.
 
 **The pieces.** :mod:`~scoresde.sampling.base` (what a sampler declares: requirements, orders,
@@ -66,6 +66,7 @@ from .pc import PredictorCorrector
 from .registry import available_samplers, capabilities, get_sampler, register, samplers_serving
 from .reverse_diffusion import ReverseDiffusion
 from .torchsde_sampler import TorchsdeSampler
+from .unipc import UniPC
 
 __all__ = [
     "sample",
@@ -96,6 +97,7 @@ __all__ = [
     "Heun",
     "DPMSolver",
     "TorchsdeSampler",
+    "UniPC",
     "classifier_guidance",
     "classifier_free_guidance",
     "conditional_score",
