@@ -59,6 +59,7 @@ from .conditioning import classifier_free_guidance, classifier_guidance, compose
 from .dpm_solver import DPMSolver
 from .driver import Context
 from .euler_maruyama import EulerMaruyama
+from .grid_fit import GridFile, GridFit, load_grid, optimize_grid, save_grid
 from .grids import time_grid
 from .heun import Heun
 from .ode import ProbabilityFlowODE
@@ -88,6 +89,11 @@ __all__ = [
     "expected_nfe",
     "steps_for_nfe",
     "time_grid",
+    "optimize_grid",
+    "GridFit",
+    "save_grid",
+    "load_grid",
+    "GridFile",
     "EulerMaruyama",
     "ReverseDiffusion",
     "Ancestral",
