@@ -14,6 +14,7 @@ import torch
 from sampling_helpers import GaussianTarget, fit_slope
 
 import scoresde as ss
+from scoresde.sampling.driver import Context, run
 
 diffusers = pytest.importorskip("diffusers")
 
@@ -124,10 +125,181 @@ def test_unipc_declarations():
     assert ss.sampling.UniPC(order=3, lower_order_final=False).step_orders(6) == [1, 2, 3, 3, 3, 3]
 
 
+# ---- exact laws and fixed noise ------------------------------------------------------------------
+class FixedNoise:
+    """A noise source for :class:`~scoresde.sampling.Context` that hands out given tensors in order."""
+
+    per_sample, generator = False, None
+
+    def __init__(self, noises):
+        self.noises, self.k = list(noises), 0
+
+    def __call__(self, like):
+        z = self.noises[self.k]
+        self.k += 1
+        return z.to(like.dtype)
+
+
+def _run_fixed(sampler, sde, score, times, x, noises):
+    ctx = Context(sde, score, FixedNoise(noises), times, sampler_name=sampler.name)
+    return run(sampler, ctx, x.clone(), denoise=False)
+
+
+def _exact_law_error(sampler, sde, tgt, steps, eps=1e-3):
+    """Max error in the mean and covariance of the output started from x_T ~ p_T, against p_eps, computed
+    exactly: on a Gaussian target every step is affine in the state and the noise, so one batch holds
+    the mean path (x_T = its mean, no noise) and the images of a Cholesky factor of Cov(x_T) and of
+    each unit noise vector; no Monte-Carlo error."""
+    d = tgt.dim
+    times = ss.sampling.time_grid(sde, steps, sde.T, eps, sampler.default_grid).double()
+    mu_T = sde.marginal(times[0])[0] * tgt.mean
+    x = mu_T.expand(1 + d + steps * d, d).clone()
+    x[1:1 + d] += torch.linalg.cholesky(tgt.cov_t(times[0])).T
+    noises = [torch.zeros_like(x) for _ in range(steps)]
+    for i in range(steps):
+        noises[i][1 + d + i * d: 1 + d + (i + 1) * d] = torch.eye(d, dtype=torch.float64)
+    y = _run_fixed(sampler, sde, tgt.score, times, x, noises)
+    dev = y[1:] - y[0]
+    t1 = times[-1]
+    err_mean = (y[0] - sde.marginal(t1)[0] * tgt.mean).abs().max()
+    err_cov = (dev.T @ dev - tgt.cov_t(t1)).abs().max()
+    return float(err_mean + err_cov)
+
+
+class _KeepFloat64(torch.Tensor):
+    """diffusers' DPMSolverMultistepScheduler.step casts the state and the noise to float32; this
+    tensor type keeps them in float64 so that the comparison is at float64 round-off."""
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        kwargs = dict(kwargs or {})
+        if func is torch.Tensor.to:
+            args = tuple(torch.float64 if a is torch.float32 else a for a in args)
+            if kwargs.get("dtype") is torch.float32:
+                kwargs["dtype"] = torch.float64
+        return super().__torch_function__(func, types, args, kwargs)
+
+
+# ---- SDE-DPM-Solver++ -------------------------------------------------------------------------------
+@pytest.mark.parametrize("order", [1, 2])
+@pytest.mark.parametrize("solver_type", ["midpoint", "heun"])
+@pytest.mark.parametrize("lower_order_final", [True, False])
+@pytest.mark.parametrize("steps", [8, 20])
+def test_dpm_solver_sde_matches_diffusers_with_the_same_noise(order, solver_type, lower_order_final, steps):
+    sch = diffusers.DPMSolverMultistepScheduler(
+        num_train_timesteps=N_TRAIN, algorithm_type="sde-dpmsolver++", solver_order=order, solver_type=solver_type,
+        lower_order_final=lower_order_final, final_sigmas_type="sigma_min")
+    sde, times = _grid(sch, steps)
+    tgt = _target(sde)
+    x_T = _start()
+    gen = torch.Generator().manual_seed(3)
+    noises = [torch.randn(x_T.shape, generator=gen, dtype=torch.float64) for _ in range(steps)]
+    _, s = sde.marginal(times)
+    x = x_T.clone().as_subclass(_KeepFloat64)
+    for i, k in enumerate(sch.timesteps):
+        eps = -s[i] * tgt.score(x.as_subclass(torch.Tensor), times[i].expand(x.shape[0]))
+        x = sch.step(eps.as_subclass(_KeepFloat64), k, x, variance_noise=noises[i].as_subclass(_KeepFloat64)).prev_sample
+    theirs = x.as_subclass(torch.Tensor)
+    assert theirs.dtype == torch.float64
+    smp = ss.sampling.DPMSolverSDE(order=order, solver_type={"heun": "taylor"}.get(solver_type, solver_type),
+                                   lower_order_final=lower_order_final)
+    ours = _run_fixed(smp, sde, tgt.score, times, x_T, noises)
+    _agree(ours, theirs)
+
+
+@pytest.mark.parametrize("order,solver_type", [(1, "midpoint"), (2, "midpoint"), (2, "taylor"), (3, "taylor")])
+@pytest.mark.parametrize("steps", [6, 20])
+def test_dpm_solver_sde_at_eta_zero_is_dpm_solver_multistep(order, solver_type, steps):
+    sde = ss.VPSDE()
+    tgt = _target(sde)
+    x_T = _start()
+    a = ss.sample(tgt.score, sde, x_T.shape, sampler="dpm_solver_sde", order=order, eta=0.0, solver_type=solver_type,
+                  lower_order_final=False, steps=steps, x_start=x_T, eps=1e-3, seed=0)
+    b = ss.sample(tgt.score, sde, x_T.shape, sampler="dpm_solver", order=order, solver_type=solver_type,
+                  lower_order_final=False, steps=steps, x_start=x_T, eps=1e-3)
+    _agree(a.x, b.x)
+    assert not ss.sampling.DPMSolverSDE(eta=0.0).is_stochastic()
+
+
+def _k_diffusion():
+    import importlib.util
+    import os
+    import pathlib
+
+    path = pathlib.Path(__file__).parents[2] / "benchmarks" / "few_step.py"
+    src = os.environ.get("KDIFFUSION_SRC", "/work/.mirror/crowsonkb+k-diffusion/repo")
+    if not path.is_file() or not pathlib.Path(src).exists():
+        return None
+    spec = importlib.util.spec_from_file_location("_few_step_bench", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.load_k_diffusion(src)[0]
+
+
+@pytest.mark.parametrize("eta", [1.0, 0.5])
+def test_dpm_solver_sde_matches_k_diffusion(eta):
+    """k-diffusion's sample_dpmpp_2m_sde (midpoint, heun) and sample_dpmpp_3m_sde on the same grid and
+    noise (skipped without a k-diffusion source: KDIFFUSION_SRC or the bare mirror)."""
+    kd = _k_diffusion()
+    if kd is None:
+        pytest.skip("no k-diffusion source")
+    sde, steps = ss.VPSDE(), 12
+    times = ss.sampling.time_grid(sde, steps, 1.0, 1e-3, "log_snr").double()
+    a, s = sde.marginal(times)
+    levels = s / a
+    tgt, x_T = _target(sde), _start()
+    gen = torch.Generator().manual_seed(3)
+    noises = [torch.randn(x_T.shape, generator=gen, dtype=torch.float64) for _ in range(steps)]
+
+    def denoiser(xh, level):  # k-diffusion's D(x / alpha, sigma / alpha) = x0_hat
+        i = int((levels - level[0]).abs().argmin())
+        x, t = a[i] * xh, times[i].expand(xh.shape[0])
+        return sde.to_x0(tgt.score(x, t), x, t, "score")
+
+    for fn, opts, kw in (("sample_dpmpp_2m_sde", dict(order=2), dict(solver_type="midpoint")),
+                         ("sample_dpmpp_2m_sde", dict(order=2, solver_type="taylor"), dict(solver_type="heun")),
+                         ("sample_dpmpp_3m_sde", dict(order=3, solver_type="taylor", third_order="k-diffusion"), {})):
+        it = iter(noises)
+        theirs = getattr(kd, fn)(denoiser, x_T / a[0], levels, eta=eta, disable=True,
+                                 noise_sampler=lambda *_, _it=it: next(_it), **kw) * a[-1]
+        smp = ss.sampling.DPMSolverSDE(eta=eta, lower_order_final=False, **opts)
+        _agree(_run_fixed(smp, sde, tgt.score, times, x_T, noises), theirs)
+
+
+@pytest.mark.parametrize("opts,steps,weak_on_gaussian", [
+    (dict(order=1), [40, 80, 160, 320], 1.0),
+    (dict(order=2), [20, 40, 80, 160], 2.0),
+    (dict(order=2, solver_type="taylor"), [20, 40, 80, 160], 2.0),
+    (dict(order=3), [40, 80, 160, 320], 2.0),
+    (dict(order=2, eta=0.5), [20, 40, 80, 160], 2.0),
+])
+def test_dpm_solver_sde_weak_order_on_the_exact_gaussian_law(opts, steps, weak_on_gaussian):
+    """The output's exact mean and covariance against p_eps: at least the declared weak order (1), and
+    the order measured on this target (1M: 1; 2M/3M-SDE: 2, above the declaration)."""
+    sde = ss.VPSDE()
+    smp = ss.sampling.DPMSolverSDE(**opts)
+    assert smp.is_stochastic() and smp.order(sde) is None and smp.weak_order(sde) == 1.0
+    errors = [_exact_law_error(smp, sde, _target(sde), n) for n in steps]
+    slope = fit_slope(steps, errors)
+    assert slope >= smp.weak_order(sde) - 0.25, (errors, slope)
+    assert abs(slope - weak_on_gaussian) <= 0.3, (errors, slope)
+
+
+def test_dpm_solver_sde_orders_at_eta_zero():
+    sde = ss.VPSDE()
+    assert ss.sampling.DPMSolverSDE(order=3, eta=0.0).order(sde) == 3
+    assert ss.sampling.DPMSolverSDE(order=3, eta=0.0, third_order="k-diffusion").order(sde) == 2
+    assert ss.sampling.DPMSolverSDE(order=2).weak_order(sde) == 1
+    assert ss.sampling.DPMSolverSDE(order=3).step_orders(6) == [1, 2, 3, 3, 2, 1]
+    assert ss.sampling.DPMSolverSDE(order=3).step_orders(16) == [1, 2] + [3] * 14
+
+
 # ---- shared checks for every new sampler -----------------------------------------------------------
 NEW = [
     ("unipc", {}),
     ("unipc", dict(order=3, corrector=False, prediction="noise")),
+    ("dpm_solver_sde", {}),
+    ("dpm_solver_sde", dict(order=3, eta=0.0)),
 ]
 
 
@@ -172,6 +344,11 @@ def test_new_samplers_refuse_a_nonlinear_sde(name):
     ("unipc", dict(prediction="v"), "prediction must be one of"),
     ("unipc", dict(corrector="yes"), "corrector must be"),
     ("unipc", dict(lower_order_final=1.5), "lower_order_final must be"),
+    ("dpm_solver_sde", dict(order=4), "order must be an integer"),
+    ("dpm_solver_sde", dict(eta=-0.1), "eta must be a finite number >= 0"),
+    ("dpm_solver_sde", dict(eta=float("nan")), "eta must be a finite number >= 0"),
+    ("dpm_solver_sde", dict(solver_type="heun"), "solver_type must be one of"),
+    ("dpm_solver_sde", dict(third_order="exact"), "third_order must be one of"),
 ])
 def test_new_samplers_bad_options_name_the_argument(name, opts, match):
     with pytest.raises(ValueError, match=match):
