@@ -23,10 +23,12 @@ serve this SDE, derived from the registry (:func:`~scoresde.sampling.registry.sa
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
+import torch
 from torch import Tensor
 
 from ..errors import ArgumentError
@@ -221,3 +223,28 @@ def per_sample(coef: Tensor, x: Tensor) -> Tensor:
     if coef.dim() == 0:
         return coef
     return coef.reshape(coef.shape + (1,) * (x.dim() - 1))
+
+
+#: the noise level :math:`\tilde\sigma = \sigma_t/\alpha_t` where the few-step samplers stop by default
+FEW_STEP_END_LEVEL = 1e-2
+
+
+def end_time_at_level(sde: SDE, level: float = FEW_STEP_END_LEVEL) -> float:
+    r"""The time where the noise level :math:`\tilde\sigma_t = \sigma_t/\alpha_t` falls to ``level``
+    (at least ``sde.eps``): the end time of the few-step samplers' defaults.
+
+    A grid that goes further down spends its last, long steps (in log-SNR) where the data
+    prediction no longer changes. Measured with DPM-Solver-3M at 10 evaluations on the exact
+    score of 2-D and 16/64-D mixtures: on VP, stopping at :math:`t = 10^{-5}`
+    (:math:`\tilde\sigma \approx 10^{-3}`) instead of :math:`\tilde\sigma = 10^{-2}`
+    (:math:`t \approx 10^{-3}`) raised the dispersion error of a 2-D mixture of narrow modes from
+    0.30 to 1.6. On VE :math:`\tilde\sigma_0 = \sigma_{min} = 10^{-2}`, so this is ``sde.eps``.
+    """
+    if not isinstance(sde, LinearSDEBase):
+        return sde.eps
+    ends = torch.tensor([sde.eps, sde.T], dtype=torch.float64)
+    lam_eps, lam_T = sde.log_snr(ends).tolist()
+    lam = -math.log(level)
+    if lam >= lam_eps or lam <= lam_T:  # the SDE's own end is already coarser than the level
+        return sde.eps
+    return max(sde.eps, float(sde.t_from_log_snr(torch.tensor(lam, dtype=torch.float64))))

@@ -3,11 +3,12 @@ r"""The reverse SDE handed to :func:`torchsde.sdeint` (through :func:`scoresde.s
 The Brownian motion is a :class:`torchsde.BrownianInterval` seeded by the caller (``seed``, or an
 entropy drawn once from the caller's generator), so the same seed gives the same path.
 
-**Evaluations.** torchsde checks the drift's shape by evaluating it once at the start, so every
-solve costs one evaluation more than its steps: ``euler`` and ``milstein`` take one per step
-(``steps + 1`` in all), ``srk`` ten per step (``10 steps + 1``: torchsde's SRID2 scheme for diagonal
-noise has four stages and re-evaluates the earlier stages' drifts in each; a one-step ``srk`` solve
-with the final denoising evaluation is 12).
+**Evaluations.** ``euler`` and ``milstein`` take one per step, as ``euler_maruyama`` does;
+``srk`` ten per step (torchsde's SRID2 scheme for diagonal noise has four stages and re-evaluates
+the earlier stages' drifts in each), so a one-step ``srk`` solve with the final denoising
+evaluation is 11 and it cannot be held to a budget below that. (torchsde's own check of the
+drift's shape before a solve is answered without evaluating the score:
+:class:`~scoresde.sde.torchsde_adapter.TorchsdeAdapter`.)
 """
 
 from __future__ import annotations
@@ -22,8 +23,6 @@ from .registry import register
 
 #: torchsde's Ito methods for diagonal noise: (strong order under additive noise, evaluations per step)
 METHODS = {"euler": (1.0, 1), "milstein": (1.0, 1), "srk": (1.5, 10)}
-#: torchsde's shape check evaluates the drift once per solve
-STARTUP_EVALUATIONS = 1
 
 
 @register
@@ -57,7 +56,7 @@ class TorchsdeSampler(Sampler):
         return 1.0
 
     def evaluations(self, steps: int, sde: SDE) -> int:
-        return METHODS[self.method][1] * steps + STARTUP_EVALUATIONS
+        return METHODS[self.method][1] * steps
 
     def solve(self, ctx, x: Tensor) -> Tensor:
         if ctx.per_sample_seeds:

@@ -38,6 +38,10 @@ class TorchsdeAdapter(torch.nn.Module):
         self.process = process
         self.event_shape = tuple(event_shape)
         self.reverse_from = reverse_from
+        # torchsde.sdeint calls f once before solving, only to read the drift's shape
+        # (check_contract); that call is answered with a tensor of the known shape, so a solve
+        # evaluates the score exactly as often as its steps need
+        self.shape_check_pending = True
 
     def _unflatten(self, s: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         x = y.reshape((y.shape[0],) + self.event_shape)
@@ -45,6 +49,9 @@ class TorchsdeAdapter(torch.nn.Module):
         return x, t.to(y.dtype).expand(y.shape[0])
 
     def f(self, s: Tensor, y: Tensor) -> Tensor:
+        if self.shape_check_pending:
+            self.shape_check_pending = False
+            return torch.zeros_like(y)  # the drift's shape, (batch, d), for torchsde's check
         x, t = self._unflatten(s, y)
         mu = self.process.drift(x, t).reshape(y.shape)
         return mu if self.reverse_from is None else -mu
