@@ -2,7 +2,7 @@ r"""Samplers: steps under one driver, one entry point (:func:`sample`).
 
 Names for ``sample(..., sampler=...)`` (:func:`available_samplers`): ``euler_maruyama``,
 ``reverse_diffusion``, ``ancestral``, ``pc``, ``annealed_langevin``, ``ode``, ``heun``,
-``dpm_solver``, ``dpm_solver_sde``, ``unipc``, ``torchsde``. Which serve a given SDE, and what each declares, come from the
+``dpm_solver``, ``dpm_solver_sde``, ``ddim``, ``unipc``, ``torchsde``. Which serve a given SDE, and what each declares, come from the
 registry: :func:`samplers_serving`, :func:`capabilities`.
 
 **The pieces.** :mod:`~scoresde.sampling.base` (what a sampler declares: requirements, orders,
@@ -56,6 +56,7 @@ from .api import sample
 from .base import LINEAR, MARGINALS, REQUIREMENTS, T_ONLY_DIFFUSION, Requirement, Sampler, SampleResult, Trajectory
 from .budget import expected_nfe, steps_for_nfe
 from .conditioning import classifier_free_guidance, classifier_guidance, compose_scores, conditional_score
+from .ddim import DDIM
 from .dpm_sde import DPMSolverSDE
 from .dpm_solver import DPMSolver
 from .driver import Context
@@ -104,6 +105,7 @@ __all__ = [
     "Heun",
     "DPMSolver",
     "DPMSolverSDE",
+    "DDIM",
     "TorchsdeSampler",
     "UniPC",
     "classifier_guidance",

@@ -43,6 +43,7 @@ CASES = {
     "ode_euler": ("ode", dict(method="euler"), [20, 40, 80, 160]),
     "ddim": ("dpm_solver", dict(order=1), [10, 20, 40, 80]),
     "ddim_noise": ("dpm_solver", dict(order=1, prediction="noise"), [10, 20, 40, 80]),
+    "ddim_eta0": ("ddim", dict(), [10, 20, 40, 80]),
     "heun": ("heun", dict(), [10, 20, 40, 80]),
     "dpm_solver_2s": ("dpm_solver", dict(order=2, method="singlestep"), [10, 20, 40, 80]),
     "dpm_solver_2m": ("dpm_solver", dict(order=2, method="multistep"), [20, 40, 80, 160]),

@@ -294,12 +294,62 @@ def test_dpm_solver_sde_orders_at_eta_zero():
     assert ss.sampling.DPMSolverSDE(order=3).step_orders(16) == [1, 2] + [3] * 14
 
 
+# ---- DDIM ----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("eta", [0.0, 0.5, 1.0])
+@pytest.mark.parametrize("steps", [10, 25])
+def test_ddim_matches_diffusers_with_the_same_noise(eta, steps):
+    """DDIMScheduler with trailing timesteps ending at timestep 0 (set_alpha_to_one=False), its
+    alphas_cumprod in float64 (diffusers keeps them in float32)."""
+    sch = diffusers.DDIMScheduler(num_train_timesteps=N_TRAIN, timestep_spacing="trailing", set_alpha_to_one=False,
+                                  clip_sample=False)
+    sde = ss.DiscreteVPSDE.from_diffusers(sch)
+    sch.set_timesteps(steps)
+    sch.alphas_cumprod = sde.alphas_cumprod.clone()
+    sch.final_alpha_cumprod = sde.alphas_cumprod[0].clone()
+    ks = sch.timesteps.to(torch.float64)
+    assert int(ks[-1]) - N_TRAIN // steps < 0  # the last step lands on final_alpha_cumprod: timestep 0
+    times = torch.cat([sde.t_from_timestep(ks), sde.t_from_timestep(torch.zeros(1, dtype=torch.float64))])
+    tgt, x_T = _target(sde), _start()
+    gen = torch.Generator().manual_seed(3)
+    noises = [torch.randn(x_T.shape, generator=gen, dtype=torch.float64) for _ in range(steps)]
+    theirs = _run_diffusers(sch, sde, times, tgt.score, x_T, noises=noises if eta > 0 else None, eta=eta)
+    ours = _run_fixed(ss.sampling.DDIM(eta=eta), sde, tgt.score, times, x_T, noises)
+    _agree(ours, theirs)
+
+
+@pytest.mark.parametrize("sde", [ss.VPSDE(), ss.VESDE(0.01, 20.0), ss.SubVPSDE()], ids=repr)
+def test_ddim_eta0_is_dpm_solver_1_and_eta1_is_the_posterior_step(sde):
+    tgt = _target(sde)
+    x_T = _start()
+    kw = dict(steps=9, x_start=x_T, eps=1e-3, grid="uniform")
+    a = ss.sample(tgt.score, sde, x_T.shape, sampler="ddim", **kw)
+    b = ss.sample(tgt.score, sde, x_T.shape, sampler="dpm_solver", order=1, **kw)
+    _agree(a.x, b.x)
+    # eta = 1: the posterior q(x_t' | x_t, x0_hat), which is SDE-DPM-Solver++(1) at eta = 1
+    a = ss.sample(tgt.score, sde, x_T.shape, sampler="ddim", eta=1.0, seed=4, **kw)
+    b = ss.sample(tgt.score, sde, x_T.shape, sampler="dpm_solver_sde", order=1, eta=1.0, seed=4, **kw)
+    _agree(a.x, b.x)
+
+
+@pytest.mark.parametrize("eta", [0.5, 1.0])
+def test_ddim_weak_order_on_the_exact_gaussian_law(eta):
+    sde = ss.VPSDE()
+    smp = ss.sampling.DDIM(eta=eta)
+    steps = [40, 80, 160, 320]
+    errors = [_exact_law_error(smp, sde, _target(sde), n) for n in steps]
+    slope = fit_slope(steps, errors)
+    assert smp.is_stochastic() and smp.order(sde) is None
+    assert abs(slope - smp.weak_order(sde)) <= 0.25, (errors, slope)
+
+
 # ---- shared checks for every new sampler -----------------------------------------------------------
 NEW = [
     ("unipc", {}),
     ("unipc", dict(order=3, corrector=False, prediction="noise")),
     ("dpm_solver_sde", {}),
     ("dpm_solver_sde", dict(order=3, eta=0.0)),
+    ("ddim", {}),
+    ("ddim", dict(eta=1.0)),
 ]
 
 
@@ -349,6 +399,8 @@ def test_new_samplers_refuse_a_nonlinear_sde(name):
     ("dpm_solver_sde", dict(eta=float("nan")), "eta must be a finite number >= 0"),
     ("dpm_solver_sde", dict(solver_type="heun"), "solver_type must be one of"),
     ("dpm_solver_sde", dict(third_order="exact"), "third_order must be one of"),
+    ("ddim", dict(eta=1.5), "eta must be"),
+    ("ddim", dict(eta=-1), "eta must be"),
 ])
 def test_new_samplers_bad_options_name_the_argument(name, opts, match):
     with pytest.raises(ValueError, match=match):
