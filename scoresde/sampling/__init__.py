@@ -2,7 +2,7 @@ r"""Samplers: steps under one driver, one entry point (:func:`sample`).
 
 Names for ``sample(..., sampler=...)`` (:func:`available_samplers`): ``euler_maruyama``,
 ``reverse_diffusion``, ``ancestral``, ``pc``, ``annealed_langevin``, ``ode``, ``heun``,
-``dpm_solver``, ``dpm_solver_sde``, ``ddim``, ``unipc``, ``torchsde``. Which serve a given SDE, and what each declares, come from the
+``dpm_solver``, ``dpm_solver_sde``, ``ddim``, ``ipndm``, ``unipc``, ``torchsde``. Which serve a given SDE, and what each declares, come from the
 registry: :func:`samplers_serving`, :func:`capabilities`.
 
 **The pieces.** :mod:`~scoresde.sampling.base` (what a sampler declares: requirements, orders,
@@ -64,6 +64,7 @@ from .euler_maruyama import EulerMaruyama
 from .grid_fit import GridFile, GridFit, load_grid, optimize_grid, save_grid
 from .grids import time_grid
 from .heun import Heun
+from .ipndm import IPNDM
 from .ode import ProbabilityFlowODE
 from .pc import PredictorCorrector
 from .registry import available_samplers, capabilities, get_sampler, register, samplers_serving
@@ -103,6 +104,7 @@ __all__ = [
     "AnnealedLangevin",
     "ProbabilityFlowODE",
     "Heun",
+    "IPNDM",
     "DPMSolver",
     "DPMSolverSDE",
     "DDIM",

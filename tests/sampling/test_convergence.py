@@ -61,6 +61,13 @@ CASES = {
     "unip_3": ("unipc", dict(order=3, corrector=False, lower_order_final=False), [20, 40, 80, 160]),
     # UniPC-3 is of order 4; below 80 steps its error still changes sign on this target
     "unipc_3": ("unipc", dict(order=3, lower_order_final=False), [80, 160, 320, 640]),
+    # iPNDM's constant-step weights on the (unequal) EDM grid: order 2 for every order >= 2
+    "ipndm_1": ("ipndm", dict(order=1), [20, 40, 80, 160]),
+    "ipndm_2": ("ipndm", dict(order=2), [20, 40, 80, 160]),
+    "ipndm_4": ("ipndm", dict(), [20, 40, 80, 160]),
+    "ipndm_v2": ("ipndm", dict(order=2, coefficients="variable"), [40, 80, 160, 320]),
+    "ipndm_v3": ("ipndm", dict(order=3, coefficients="variable"), [40, 80, 160, 320]),
+    "ipndm_v4": ("ipndm", dict(coefficients="variable"), [80, 160, 320, 640]),
     "ode_rk4": ("ode", dict(method="rk4"), [5, 10, 20, 40]),
 }
 
