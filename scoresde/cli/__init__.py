@@ -1,5 +1,5 @@
-"""The ``scoresde`` command: ``demo``, ``train``, ``sample``, ``likelihood``, ``compare``, ``export``,
-``selfcheck``.
+"""The ``scoresde`` command: ``demo``, ``train``, ``sample``, ``likelihood``, ``compare``, ``fit-grid``,
+``export``, ``selfcheck``.
 
 Every user error (a missing checkpoint, an unknown config key or sampler, an output folder that
 cannot be written, bad values, a run folder in use) is a :class:`~scoresde.ScoreSDEError` or an
@@ -53,7 +53,7 @@ def _progress_option(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import commands, comparison, demo
+    from . import commands, comparison, demo, grids
 
     parser = argparse.ArgumentParser(
         prog="scoresde", formatter_class=_FORMATTER,
@@ -104,6 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sampler", default="euler_maruyama", help="sampler name or alias (em, rd, ald); see "
                    "`scoresde.available_samplers()` (default euler_maruyama)")
     p.add_argument("--steps", type=int, default=None, help="number of steps (default: the sampler's own)")
+    p.add_argument("--grid", default=None, metavar="FILE.json",
+                   help="a time grid fitted by `scoresde fit-grid` (or ss.sampling.save_grid) for this SDE and "
+                        "sampler; it sets the steps and the end points (a file for another SDE or sampler is refused)")
     p.add_argument("--n", "--num-samples", type=int, default=1000,
                    help="number of samples (default 1000); under torchrun write --num-samples, as torchrun's own "
                         "parser takes --n for an abbreviation of its --nnodes / --nproc-per-node")
@@ -161,11 +164,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", default=None, help="with --checkpoint: the reference data (ring, a toy set name, digits "
                    "or a .npz file; default: the run's training data)")
     p.add_argument("--out", default="compare-out", help="folder for compare.csv and compare.png (default compare-out)")
+    p.add_argument("--fit-grids", action="store_true",
+                   help="also run each deterministic sampler on a grid fitted to the score (ss.sampling.optimize_grid, "
+                        "on calibration draws other than the compared ones): rows NAME[fitted]")
     _sde_option(p, "the SDE (with --analytic: default vp; with --checkpoint: for a run trained with a class that "
                    "is not built in, or a replacement for the run's)")
     _progress_option(p)
     _common(p)
     p.set_defaults(run=commands.compare_cmd)
+
+    p = sub.add_parser(
+        "fit-grid", formatter_class=_FORMATTER, help="fit a sampler's time grid to a model; write it as JSON",
+        description=grids.__doc__,
+        epilog="Example: scoresde fit-grid --checkpoint runs/toy --sampler dpm_solver --nfe 5 --out grid5.json && "
+               "scoresde sample --checkpoint runs/toy --sampler dpm_solver --grid grid5.json")
+    p.add_argument("--checkpoint", default=None, help="a checkpoint file or a run folder (its newest)")
+    _diffusers_option(p)
+    p.add_argument("--analytic", default=None, help="an exact mixture score instead of a model: ring or random16 "
+                   "(with --sde, default vp)")
+    p.add_argument("--sampler", default="dpm_solver", help="a deterministic sampler with fixed steps (default dpm_solver)")
+    p.add_argument("--option", action="append", default=[], metavar="NAME=VALUE", help="sampler option, repeatable")
+    p.add_argument("--steps", type=int, default=None, help="the grid's number of steps")
+    p.add_argument("--nfe", type=int, default=None,
+                   help="instead of --steps: the most steps within this many evaluations (final denoising one included)")
+    p.add_argument("--calibration", type=int, default=128, help="calibration samples (default 128)")
+    p.add_argument("--candidates", type=int, default=None,
+                   help="candidate times, uniform in log-SNR (default max(120, 2 steps + 1))")
+    p.add_argument("--no-refine", action="store_true",
+                   help="the dynamic programme's grid alone, without the local search on the global error")
+    p.add_argument("--out", default="grid.json", help="output JSON file (default grid.json)")
+    _sde_option(p, "the SDE (with --analytic: default vp; with --checkpoint: a replacement for the run's)")
+    _common(p)
+    p.set_defaults(run=grids.fit_grid_cmd)
 
     p = sub.add_parser("export", formatter_class=_FORMATTER, help="write a run's weights as a .safetensors file",
                        description="Export the weights of a trained run (EMA by default) to a safetensors file that "

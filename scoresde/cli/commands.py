@@ -53,7 +53,8 @@ from .common import (
     show_progress,
     train_options,
 )
-from .comparison import noise_floor, plot_comparison, run_comparison, write_csv
+from .comparison import noise_floor, plot_comparison, quality, run_comparison, write_csv
+from .grids import fitted_rows, read_grid_option
 
 ANALYTIC = {"ring": analytic.ring_mixture, "random16": lambda: analytic.random_mixture(16, 8, seed=0)}
 
@@ -125,6 +126,7 @@ def sample_cmd(args: argparse.Namespace) -> int:
     check_seed("--seed", args.seed)
     check_sde_option(args.sde)
     check_model_source(args)
+    grid = read_grid_option(args.grid)  # the file itself now; its SDE and sampler once the model is loaded
     labels = parse_labels(args.label)
     if args.guidance is not None and labels is None:
         raise CLIError("--guidance weighs the conditional score of --label against the unconditional one: give --label")
@@ -140,13 +142,20 @@ def sample_cmd(args: argparse.Namespace) -> int:
     if plot is not None and not (len(run.data_shape) == 3 or run.data_shape == (2,)):
         raise CLIError(f"--plot draws 2-D points or images; this run's samples have shape {run.data_shape}")
     shape = (args.n, *run.data_shape)
+    grid_kw = {}
+    if grid is not None:
+        grid = read_grid_option(args.grid, run.sde, sampler)
+        if args.steps is not None and args.steps != grid.steps:
+            raise CLIError(f"--steps {args.steps} disagrees with the {grid.steps} steps of --grid {args.grid!r}; "
+                           "leave --steps out")
+        grid_kw = {"grid": grid.times}
     cond = None if labels is None else label_tensor(labels, args.n, run.model)
     # every rank got here with the same checks passed; the chunks are shared from here on
     info = setup(device)
     try:
         res = sample_in_chunks(score_fn_for(run.model), run.sde, shape, seed=args.seed, batch_size=args.batch_size,
                                sampler=sampler, steps=args.steps, device=device, cond=cond, guidance=guidance,
-                               progress=show_progress(args) and info.is_main)
+                               progress=show_progress(args) and info.is_main, **grid_kw)
         if info.is_main:
             _write_samples(args, res, sampler.name, cond, guidance, out, plot, run)
     except BaseException:
@@ -327,10 +336,18 @@ def compare_cmd(args: argparse.Namespace) -> int:
         shape = (args.n, *run.data_shape)
     rows = run_comparison(score_fns, sde, shape, samplers, nfes, reference, gmm=gmm, seed=args.seed, device=device,
                           progress=show_progress(args))
+    if args.fit_grids:
+        for r in rows:
+            r.setdefault("grid", "default")
+        fitted, notes = fitted_rows(score_fns, sde, shape, samplers, nfes, reference, gmm=gmm, seed=args.seed,
+                                    device=device, quality=quality)
+        rows += fitted
+        for note in dict.fromkeys(notes):
+            print(f"note: {note}")
     write_csv(rows, csv_path)
     plot_comparison(rows, png_path, floor=floor, title=f"{name}: " + ("solid = model score, dashed = exact score"
                                                                        if len(score_fns) > 1 else "quality and time vs NFE"))
-    width = max(len(s) for s in samplers)
+    width = max(len(r["sampler"]) for r in rows) if rows else 7
     print(f"{'score':<6} {'sampler':<{width}} {'nfe':>5} {'sliced_w2':>10} {'seconds':>8}")
     for r in rows:
         print(f"{r['score']:<6} {r['sampler']:<{width}} {r['nfe']:>5} {r['sliced_w2']:>10.4f} {r['seconds']:>8.2f}")
