@@ -445,6 +445,24 @@ def test_new_samplers_refuse_a_nonlinear_sde(name):
         ss.sample(lambda x, t: -x, _Oscillator(), (4, 2), sampler=name, steps=5)
 
 
+@pytest.mark.parametrize("name,opts", NEW)
+def test_new_samplers_name_the_time_a_nan_appeared(name, opts):
+    def score(x, t):  # NaN once t drops below 0.5
+        return torch.where(t[:, None] < 0.5, torch.full_like(x, float("nan")), -x)
+
+    with pytest.raises(ss.sampling.NonFiniteError, match=r"non-finite values.*first seen at t=0\.4"):
+        ss.sample(score, ss.VPSDE(), (4, 2), sampler=name, steps=20, grid="uniform", seed=0, check_every=0, **opts)
+
+
+@pytest.mark.parametrize("name,opts", NEW)
+def test_new_samplers_per_sample_seeds_do_not_depend_on_batch_mates(name, opts):
+    sde = ss.VPSDE()
+    tgt = _target(sde)
+    both = ss.sample(tgt.score, sde, (2, 3), sampler=name, steps=6, seed=[11, 12], dtype=torch.float64, **opts).x
+    one = ss.sample(tgt.score, sde, (1, 3), sampler=name, steps=6, seed=[12], dtype=torch.float64, **opts).x
+    torch.testing.assert_close(both[1:], one, rtol=1e-12, atol=1e-12)
+
+
 @pytest.mark.parametrize("name,opts,match", [
     ("unipc", dict(order=4), "order must be an integer"),
     ("unipc", dict(order=0), "order must be an integer"),
