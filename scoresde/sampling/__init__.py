@@ -53,7 +53,16 @@ from ..errors import NonFiniteError
 from .ancestral import Ancestral
 from .annealed_langevin import AnnealedLangevin
 from .api import sample
-from .base import LINEAR, MARGINALS, REQUIREMENTS, T_ONLY_DIFFUSION, Requirement, Sampler, SampleResult, Trajectory
+from .base import (
+    LINEAR,
+    MARGINALS,
+    REQUIREMENTS,
+    T_ONLY_DIFFUSION,
+    Requirement,
+    Sampler,
+    SampleResult,
+    Trajectory,
+)
 from .budget import expected_nfe, steps_for_nfe
 from .conditioning import classifier_free_guidance, classifier_guidance, compose_scores, conditional_score
 from .ddim import DDIM

@@ -30,7 +30,7 @@ from torch import Tensor
 
 from ..errors import check_range
 from ..sde import SDE
-from .base import LINEAR, MARGINALS, Sampler, batch_time
+from .base import LINEAR, MARGINALS, Sampler, batch_time, end_time_at_level
 from .registry import register
 from .unipc import grid_floats
 
@@ -58,6 +58,11 @@ class DDIM(Sampler):
 
     def is_stochastic(self) -> bool:
         return self.eta > 0
+
+    def default_eps(self, sde: SDE) -> float:
+        """Where the noise level falls to 0.01 (:func:`~scoresde.sampling.base.end_time_at_level`),
+        as for the other few-step samplers."""
+        return end_time_at_level(sde)
 
     def order(self, sde: SDE) -> float | None:
         return None if self.eta > 0 else 1.0

@@ -62,7 +62,7 @@ from torch import Tensor
 
 from ..errors import check_bool, check_choice, check_int, check_nonneg
 from ..sde import SDE
-from .base import LINEAR, MARGINALS, Sampler, batch_time
+from .base import LINEAR, MARGINALS, Sampler, batch_time, end_time_at_level
 from .registry import register
 from .unipc import grid_floats, phi
 
@@ -106,6 +106,11 @@ class DPMSolverSDE(Sampler):
 
     def is_stochastic(self) -> bool:
         return self.eta > 0
+
+    def default_eps(self, sde: SDE) -> float:
+        """Where the noise level falls to 0.01 (:func:`~scoresde.sampling.base.end_time_at_level`),
+        as for the other few-step samplers."""
+        return end_time_at_level(sde)
 
     def order(self, sde: SDE) -> float | None:
         if self.eta > 0:

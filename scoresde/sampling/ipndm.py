@@ -42,7 +42,7 @@ from torch import Tensor
 
 from ..errors import check_choice, check_int
 from ..sde import SDE
-from .base import MARGINALS, Sampler, batch_time
+from .base import MARGINALS, Sampler, batch_time, end_time_at_level
 from .registry import register
 from .unipc import grid_floats
 
@@ -99,6 +99,11 @@ class IPNDM(Sampler):
 
     def options(self) -> dict:
         return dict(order=self.p, coefficients=self.coefficients)
+
+    def default_eps(self, sde: SDE) -> float:
+        """Where the noise level falls to 0.01 (:func:`~scoresde.sampling.base.end_time_at_level`),
+        as for the other few-step samplers."""
+        return end_time_at_level(sde)
 
     def order(self, sde: SDE) -> float:
         return float(self.p if self.coefficients == "variable" else min(self.p, 2))
