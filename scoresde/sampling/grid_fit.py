@@ -75,8 +75,8 @@ predictions, the refinement runs (``steps`` evaluations of the batch each), and 
 sampler the :math:`K(K-1)/2` one-step solves. Reported as ``GridFit.evaluations`` (single-sample
 score evaluations) and ``GridFit.relative_cost`` (over one 1000-sample run at the same budget,
 final denoising step included). Measured (``benchmarks/results/grid_fit.csv``, 128 calibration
-samples): ``dpm_solver`` 12-15x a 1000-sample run at 5 evaluations, about 21x at 10; ``unipc``
-about 100-190x and ``heun`` about 370x (the one-step solves). Paid once per model, sampler and
+samples): ``dpm_solver`` about 20x a 1000-sample run at 5 evaluations, 38x at 10; ``unipc``
+about 50-63x and ``heun`` 64-99x (the one-step solves). Paid once per model, sampler and
 budget: save the grid (:func:`save_grid`) and reuse it (``scoresde sample --grid FILE``).
 
 **Files.** :func:`save_grid` writes JSON (times as decimal floats that round-trip exactly, the
