@@ -130,7 +130,8 @@ class GridFit:
 
     Attributes:
         times: the fitted grid, float64, decreasing, ``steps + 1`` points.
-        cost: the DP objective of the fitted grid (the sum of its weighted local errors).
+        cost: the DP objective of the fitted path (the sum of its weighted local errors, with the
+            orders the sampler gives it), also when ``chose_default``.
         default_cost: the same objective for the sampler's default grid at ``steps`` (when the
             default grid lies on the candidates' range: same ends), for comparison.
         candidates: the candidate times.
@@ -236,6 +237,7 @@ def optimize_grid(
                             f"got {candidates}")
     check_choice("weighting", weighting, WEIGHTINGS)
     check_bool("refine", refine)
+    check_bool("return_info", return_info)
     rtol, atol = check_tolerance("rtol", rtol), check_tolerance("atol", atol)
     dtype = dtype or torch.get_default_dtype()
     if dtype not in SOLVER_DTYPES:

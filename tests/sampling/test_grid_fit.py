@@ -180,6 +180,8 @@ def test_load_refuses_a_grid_for_another_sde_or_sampler(tmp_path):
     (dict(t_start=1e-9), "t_start"),
     (dict(seed=-1), "seed"),
     (dict(refine="yes"), "refine"),
+    (dict(return_info=1), "return_info"),
+    (dict(dtype=torch.float16), "dtype"),
     (dict(shape=(0, 2)), "shape"),
     (dict(sde="vp"), "sde must be a scoresde.SDE"),
 ])
