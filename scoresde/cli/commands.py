@@ -27,11 +27,13 @@ from ..training.distributed import default_device, env_world_size, setup, shutdo
 from ..training.files import atomic_write
 from ..training.run_folder import RunFolder
 from .common import (
+    ANALYTIC,
     DEFAULTS,
     CLIError,
     build_data,
     build_model,
     build_sampler,
+    check_analytic_option,
     check_data_file,
     check_model_source,
     check_output_file,
@@ -55,8 +57,6 @@ from .common import (
 )
 from .comparison import noise_floor, plot_comparison, quality, run_comparison, write_csv
 from .grids import fitted_rows, read_grid_option
-
-ANALYTIC = {"ring": analytic.ring_mixture, "random16": lambda: analytic.random_mixture(16, 8, seed=0)}
 
 
 # ---- train -----------------------------------------------------------------------------------
@@ -286,8 +286,7 @@ def compare_cmd(args: argparse.Namespace) -> int:
         raise CLIError("give exactly one of --checkpoint (a trained model), --diffusers DIR (a diffusers model) or "
                        "--analytic NAME (an exact score)")
     source = check_model_source(args, required=False)
-    if args.analytic is not None and args.analytic not in ANALYTIC:
-        raise CLIError(f"unknown --analytic {args.analytic!r}; valid: {', '.join(ANALYTIC)}")
+    check_analytic_option(args.analytic)
     if args.analytic is not None and args.data is not None:
         raise CLIError("--data gives the reference data of a --checkpoint; --analytic has its exact mixture")
     samplers = [resolve_sampler(s.strip()) for s in args.samplers.split(",") if s.strip()]

@@ -383,6 +383,16 @@ def make_sde(name: str, section: dict[str, Any]) -> SDE:
         raise CLIError(f"cannot construct the SDE {name!r} with {kwargs}: {err}") from None
 
 
+#: the exact mixture scores that ``--analytic NAME`` offers (compare, fit-grid)
+ANALYTIC = {"ring": analytic.ring_mixture, "random16": lambda: analytic.random_mixture(16, 8, seed=0)}
+
+
+def check_analytic_option(name: str | None) -> None:
+    """``--analytic``: None or a key of :data:`ANALYTIC`."""
+    if name is not None and name not in ANALYTIC:
+        raise CLIError(f"unknown --analytic {name!r}; valid: {', '.join(ANALYTIC)}")
+
+
 def check_sde_option(spec: str | None) -> None:
     """Check ``--sde`` before any expensive work: a built-in name, or a class that imports."""
     if spec is None or spec in SDE_NAMES:

@@ -17,9 +17,11 @@ import torch
 from ..errors import ArgumentError, check_int, check_optional_int, check_seed
 from ..sampling import expected_nfe, get_sampler, load_grid, optimize_grid, sample, save_grid, steps_for_nfe
 from .common import (
+    ANALYTIC,
     DEFAULTS,
     CLIError,
     build_sampler,
+    check_analytic_option,
     check_model_source,
     check_output_file,
     check_sde_option,
@@ -50,15 +52,12 @@ def read_grid_option(path: str | None, sde=None, sampler=None):
 
 def fit_grid_cmd(args: argparse.Namespace) -> int:
     """``scoresde fit-grid``: fit a grid for a sampler and a number of steps, write it as JSON."""
-    from .commands import ANALYTIC  # the exact scores `compare --analytic` offers
-
     sources = (args.checkpoint is not None) + (args.diffusers is not None) + (args.analytic is not None)
     if sources != 1:
         raise CLIError("give exactly one of --checkpoint (a trained model), --diffusers DIR (a diffusers model) or "
                        "--analytic NAME (an exact mixture score)")
     source = check_model_source(args, required=False)
-    if args.analytic is not None and args.analytic not in ANALYTIC:
-        raise CLIError(f"unknown --analytic {args.analytic!r}; valid: {', '.join(ANALYTIC)}")
+    check_analytic_option(args.analytic)
     sampler = build_sampler(resolve_sampler(args.sampler), args.option)
     steps = check_optional_int("--steps", args.steps)
     nfe = check_optional_int("--nfe", args.nfe)

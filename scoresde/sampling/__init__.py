@@ -2,15 +2,18 @@ r"""Samplers: steps under one driver, one entry point (:func:`sample`).
 
 Names for ``sample(..., sampler=...)`` (:func:`available_samplers`): ``euler_maruyama``,
 ``reverse_diffusion``, ``ancestral``, ``pc``, ``annealed_langevin``, ``ode``, ``heun``,
-``dpm_solver``, ``dpm_solver_sde``, ``ddim``, ``ipndm``, ``unipc``, ``torchsde``. Which serve a given SDE, and what each declares, come from the
-registry: :func:`samplers_serving`, :func:`capabilities`.
+``dpm_solver``, ``dpm_solver_sde``, ``ddim``, ``ipndm``, ``unipc``, ``torchsde``. Which serve a
+given SDE, and what each declares, come from the registry: :func:`samplers_serving`, :func:`capabilities`.
 
 **The pieces.** :mod:`~scoresde.sampling.base` (what a sampler declares: requirements, orders,
-evaluations, defaults; the one refusal), :mod:`~scoresde.sampling.registry` (names and the lists
-derived from them), :mod:`~scoresde.sampling.driver` (the loop: grid, NaN check, projections,
-trajectory, progress, NFE), :mod:`~scoresde.sampling.api` (:func:`sample`), one module per
-sampler, :mod:`~scoresde.sampling.grids`, :mod:`~scoresde.sampling.conditioning`,
-:mod:`~scoresde.sampling.budget` (NFE from the declarations).
+evaluations, defaults), :mod:`~scoresde.sampling.registry` (names, the lists derived from them
+and the one refusal, :func:`~scoresde.sampling.registry.check_serves`),
+:mod:`~scoresde.sampling.context` (what the steps see; after each step the projection, NaN
+flag, trajectory, progress and NFE count), :mod:`~scoresde.sampling.driver` (the loop),
+:mod:`~scoresde.sampling.api` (:func:`sample`), one module per sampler,
+:mod:`~scoresde.sampling.grids`, :mod:`~scoresde.sampling.grid_fit`,
+:mod:`~scoresde.sampling.conditioning`, :mod:`~scoresde.sampling.budget` (NFE from the
+declarations).
 
 **Adding a sampler** is one file ``scoresde/sampling/my_sampler.py`` plus its import in this
 ``__init__`` (and ``__all__``)::
@@ -21,7 +24,7 @@ sampler, :mod:`~scoresde.sampling.grids`, :mod:`~scoresde.sampling.conditioning`
     @register
     class MySampler(Sampler):
         name = "my_sampler"                 # sample(..., sampler="my_sampler")
-        requires = (LINEAR, MARGINALS)      # checked by Sampler.check_sde, one message
+        requires = (LINEAR, MARGINALS)      # checked by registry.check_serves, one message
         evaluations_per_step = 1            # or override evaluations(steps, sde)
         default_steps, default_grid = 20, "log_snr"
 
@@ -31,7 +34,7 @@ sampler, :mod:`~scoresde.sampling.grids`, :mod:`~scoresde.sampling.conditioning`
         def order(self, sde): return 1.0            # strong / ODE order on `sde` (None: none)
         def weak_order(self, sde): return 1.0       # moments (default: order if deterministic)
         def is_stochastic(self): return self.eta > 0
-        def default_eps(self, sde): return sde.eps  # the end time its measurements chose
+        default_end_level = None            # sigma/alpha where the default grid ends (None: sde.eps)
 
         def init(self, ctx, x):                     # once: what the steps keep
             return []                               # e.g. a multistep history
@@ -65,10 +68,10 @@ from .base import (
 )
 from .budget import expected_nfe, steps_for_nfe
 from .conditioning import classifier_free_guidance, classifier_guidance, compose_scores, conditional_score
+from .context import Context
 from .ddim import DDIM
 from .dpm_sde import DPMSolverSDE
 from .dpm_solver import DPMSolver
-from .driver import Context
 from .euler_maruyama import EulerMaruyama
 from .grid_fit import GridFile, GridFit, load_grid, optimize_grid, save_grid
 from .grids import time_grid

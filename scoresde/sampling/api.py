@@ -1,7 +1,7 @@
 """The ``sample`` entry point: one call for every sampler.
 
 It checks every argument before any evaluation, builds the grid, the starting state, the
-conditioned score and the :class:`~scoresde.sampling.driver.Context`, and hands them to the driver
+conditioned score and the :class:`~scoresde.sampling.context.Context`, and hands them to the driver
 (:func:`~scoresde.sampling.driver.run`)."""
 
 from __future__ import annotations
@@ -25,13 +25,14 @@ from ..errors import (
     check_range,
     check_shape,
 )
-from ..sde import SDE, LinearSDEBase
-from .base import Sampler, SampleResult, ScoreFn
+from ..sde import SDE, LinearSDEBase, ScoreFn
+from .base import Sampler, SampleResult
 from .conditioning import INPAINT_METHODS, Inpainting, check_cond, conditional_score
-from .driver import Context, run
+from .context import Context
+from .driver import run
 from .grids import time_grid
 from .noise import NoiseSource, make_generators
-from .registry import make_sampler
+from .registry import check_serves, make_sampler
 
 
 def _start_state(name: str, x: Tensor, shape: tuple[int, ...]) -> Tensor:
@@ -132,7 +133,7 @@ def sample(
     if not callable(score_fn):
         raise ArgumentError(f"score_fn must be callable score_fn(x, t), got {type(score_fn).__name__}")
     smp = make_sampler(sampler, options, also=_OWN_ARGS)
-    smp.check_sde(sde)
+    check_serves(smp, sde)
     shape = check_shape("shape", shape)
     if steps is not None:
         check_int("steps", steps)

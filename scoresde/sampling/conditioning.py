@@ -65,8 +65,8 @@ import torch
 from torch import Tensor
 
 from ..errors import ArgumentError, check_callable, check_choice, check_labels, check_real
-from ..sde import SDE, LinearSDEBase
-from .base import ScoreFn, per_sample
+from ..sde import SDE, LinearSDEBase, ScoreFn
+from .base import per_sample
 
 INPAINT_METHODS = ("replacement", "tweedie")
 

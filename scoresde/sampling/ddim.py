@@ -30,7 +30,7 @@ from torch import Tensor
 
 from ..errors import check_range
 from ..sde import SDE
-from .base import LINEAR, MARGINALS, Sampler, batch_time, end_time_at_level
+from .base import FEW_STEP_END_LEVEL, LINEAR, MARGINALS, Sampler, batch_time
 from .registry import register
 from .unipc import grid_floats
 
@@ -49,6 +49,7 @@ class DDIM(Sampler):
     requires = (LINEAR, MARGINALS)
     default_steps = 50
     default_grid = "uniform"
+    default_end_level = FEW_STEP_END_LEVEL
 
     def __init__(self, eta: float = 0.0):
         self.eta = check_range("eta", eta, 0.0, 1.0, low_closed=True, high_closed=True)
@@ -58,11 +59,6 @@ class DDIM(Sampler):
 
     def is_stochastic(self) -> bool:
         return self.eta > 0
-
-    def default_eps(self, sde: SDE) -> float:
-        """Where the noise level falls to 0.01 (:func:`~scoresde.sampling.base.end_time_at_level`),
-        as for the other few-step samplers."""
-        return end_time_at_level(sde)
 
     def order(self, sde: SDE) -> float | None:
         return None if self.eta > 0 else 1.0

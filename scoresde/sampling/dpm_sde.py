@@ -62,7 +62,7 @@ from torch import Tensor
 
 from ..errors import check_bool, check_choice, check_int, check_nonneg
 from ..sde import SDE
-from .base import LINEAR, MARGINALS, Sampler, batch_time, end_time_at_level
+from .base import FEW_STEP_END_LEVEL, LINEAR, MARGINALS, Sampler, batch_time
 from .registry import register
 from .unipc import grid_floats, phi
 
@@ -91,6 +91,7 @@ class DPMSolverSDE(Sampler):
     requires = (LINEAR, MARGINALS)
     default_steps = 20
     default_grid = "log_snr"
+    default_end_level = FEW_STEP_END_LEVEL
 
     def __init__(self, order: int = 2, eta: float = 1.0, solver_type: str = "midpoint", lower_order_final: bool = True,
                  third_order: str = "taylor"):
@@ -106,11 +107,6 @@ class DPMSolverSDE(Sampler):
 
     def is_stochastic(self) -> bool:
         return self.eta > 0
-
-    def default_eps(self, sde: SDE) -> float:
-        """Where the noise level falls to 0.01 (:func:`~scoresde.sampling.base.end_time_at_level`),
-        as for the other few-step samplers."""
-        return end_time_at_level(sde)
 
     def order(self, sde: SDE) -> float | None:
         if self.eta > 0:

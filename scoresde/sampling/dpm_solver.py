@@ -37,7 +37,7 @@ from torch import Tensor
 
 from ..errors import check_bool, check_choice, check_int
 from ..sde import SDE
-from .base import LINEAR, MARGINALS, Sampler, batch_time, end_time_at_level
+from .base import FEW_STEP_END_LEVEL, LINEAR, MARGINALS, Sampler, batch_time
 from .registry import register
 
 _PREDICTIONS = ("data", "noise")
@@ -84,6 +84,7 @@ class DPMSolver(Sampler):
     requires = (LINEAR, MARGINALS)
     default_steps = 20
     default_grid = "log_snr"
+    default_end_level = FEW_STEP_END_LEVEL
 
     def __init__(self, order: int = 2, method: str = "multistep", prediction: str = "data",
                  lower_order_final: bool = True, solver_type: str = "taylor"):
@@ -102,10 +103,6 @@ class DPMSolver(Sampler):
 
     def evaluations(self, steps: int, sde: SDE) -> int:
         return steps * (self.k if self.method == "singlestep" else 1)
-
-    def default_eps(self, sde: SDE) -> float:
-        """Where the noise level falls to 0.01 (:func:`~scoresde.sampling.base.end_time_at_level`)."""
-        return end_time_at_level(sde)
 
     # ---- pieces ----------------------------------------------------------------------------
     def _model(self, ctx, x: Tensor, t: Tensor) -> Tensor:

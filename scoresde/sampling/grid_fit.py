@@ -115,7 +115,7 @@ from .base import Sampler
 from .budget import expected_nfe
 from .dpm_solver import DPMSolver
 from .grids import check_user_grid, time_grid
-from .registry import make_sampler
+from .registry import check_serves, make_sampler
 
 __all__ = ["optimize_grid", "GridFit", "save_grid", "load_grid", "GridFile", "check_grid_for"]
 
@@ -217,7 +217,7 @@ def optimize_grid(
     if not callable(score_fn):
         raise ArgumentError(f"score_fn must be callable score_fn(x, t), got {type(score_fn).__name__}")
     smp = make_sampler(sampler, sampler_options)
-    smp.check_sde(sde)
+    check_serves(smp, sde)
     if smp.is_stochastic():
         raise ArgumentError(f"sampler {smp.name!r} draws noise; optimize_grid fits grids for deterministic samplers "
                             "(it compares their steps with the probability-flow ODE's trajectories)")

@@ -42,7 +42,7 @@ from torch import Tensor
 
 from ..errors import check_choice, check_int
 from ..sde import SDE
-from .base import MARGINALS, Sampler, batch_time, end_time_at_level
+from .base import FEW_STEP_END_LEVEL, MARGINALS, Sampler, batch_time
 from .registry import register
 from .unipc import grid_floats
 
@@ -92,6 +92,7 @@ class IPNDM(Sampler):
     requires = (MARGINALS,)
     default_steps = 10
     default_grid = "edm"
+    default_end_level = FEW_STEP_END_LEVEL
 
     def __init__(self, order: int = 4, coefficients: str = "fixed"):
         self.p = check_int("order", order, 1, 4)
@@ -99,11 +100,6 @@ class IPNDM(Sampler):
 
     def options(self) -> dict:
         return dict(order=self.p, coefficients=self.coefficients)
-
-    def default_eps(self, sde: SDE) -> float:
-        """Where the noise level falls to 0.01 (:func:`~scoresde.sampling.base.end_time_at_level`),
-        as for the other few-step samplers."""
-        return end_time_at_level(sde)
 
     def order(self, sde: SDE) -> float:
         return float(self.p if self.coefficients == "variable" else min(self.p, 2))

@@ -57,6 +57,25 @@ def capabilities(sde: SDE) -> dict[str, dict]:
     return out
 
 
+def check_serves(sampler: Sampler, sde: SDE) -> None:
+    """The one check of an SDE against a sampler's declared needs: raise
+    :class:`~scoresde.errors.ArgumentError` if ``sde`` misses a requirement, quoting what is
+    missing and naming the registered samplers that serve ``sde``."""
+    if not isinstance(sde, SDE):
+        raise ArgumentError(f"sde must be a scoresde.SDE, got {type(sde).__name__}")
+    missing = [r for r in sampler.requirements() if not r.met_by(sde)]
+    if not missing:
+        return
+    hints = list(dict.fromkeys(r.hint for r in missing))
+    kind = type(sde).__name__
+    serving = samplers_serving(sde)
+    others = f"samplers that serve {kind}: {', '.join(serving)}" if serving else f"no sampler serves {kind}"
+    raise ArgumentError(
+        f"sampler {sampler.name!r} needs {' with '.join(r.description for r in missing)} "
+        f"({'; '.join(hints)}), got {kind}; {others}"
+    )
+
+
 def get_sampler(name: str | Sampler | type[Sampler], **options) -> Sampler:
     """A sampler instance from a registered name, a class, or an instance (options must then be empty).
 

@@ -45,7 +45,7 @@ from torch import Tensor
 
 from ..errors import check_bool, check_choice, check_int
 from ..sde import SDE
-from .base import LINEAR, MARGINALS, Sampler, batch_time, end_time_at_level
+from .base import FEW_STEP_END_LEVEL, LINEAR, MARGINALS, Sampler, batch_time
 from .registry import register
 
 _PREDICTIONS = ("data", "noise")
@@ -99,6 +99,7 @@ class UniPC(Sampler):
     requires = (LINEAR, MARGINALS)
     default_steps = 10
     default_grid = "log_snr"
+    default_end_level = FEW_STEP_END_LEVEL
 
     def __init__(self, order: int = 2, variant: str = "bh2", prediction: str = "data", corrector: bool = True,
                  lower_order_final: bool = True):
@@ -111,11 +112,6 @@ class UniPC(Sampler):
     def options(self) -> dict:
         return dict(order=self.p, variant=self.variant, prediction=self.prediction, corrector=self.corrector,
                     lower_order_final=self.lower_order_final)
-
-    def default_eps(self, sde: SDE) -> float:
-        """Where the noise level falls to 0.01 (:func:`~scoresde.sampling.base.end_time_at_level`),
-        as for the other few-step samplers."""
-        return end_time_at_level(sde)
 
     def order(self, sde: SDE) -> float:
         return float(self.p + 1 if self.corrector else self.p)

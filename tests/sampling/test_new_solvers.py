@@ -14,7 +14,8 @@ import torch
 from sampling_helpers import GaussianTarget, fit_slope
 
 import scoresde as ss
-from scoresde.sampling.driver import Context, run
+from scoresde.sampling.context import Context
+from scoresde.sampling.driver import run
 
 diffusers = pytest.importorskip("diffusers")
 
