@@ -87,6 +87,15 @@ class Context:
                 f"{tuple(x.shape)} ({x.dtype}, {x.device}) and t of shape {tuple(t.shape)}: {err}"
             ) from err
 
+    def predict(self, x: Tensor, i: int, kind: str = "x0") -> Tensor:
+        r"""One counted score evaluation at grid time ``times[i]`` as a data prediction
+        :math:`\hat x_0 = (x + \sigma^2 s)/\alpha` (``kind="x0"``) or a noise prediction
+        :math:`\hat\epsilon = -\sigma s` (``kind="eps"``), with the grid's marginals (linear SDEs)."""
+        t = self.times[i]
+        alphas, sigmas = self.marginals
+        convert = self.sde.to_x0 if kind == "x0" else self.sde.to_eps
+        return convert(self.score(x, t), x, t, "score", marginal=(alphas[i], sigmas[i]))
+
     @property
     def score_fn(self) -> ScoreFn:
         """The counting score as a plain ``score_fn`` (for :meth:`SDE.reverse`, torchdiffeq, torchsde)."""

@@ -30,7 +30,7 @@ from torch import Tensor
 
 from ..errors import check_range
 from ..sde import SDE
-from .base import FEW_STEP_END_LEVEL, LINEAR, MARGINALS, Sampler, batch_time
+from .base import FEW_STEP_END_LEVEL, LINEAR, MARGINALS, Sampler
 from .registry import register
 from .unipc import grid_floats
 
@@ -78,8 +78,7 @@ class DDIM(Sampler):
         return coefs
 
     def step(self, ctx, i: int, x: Tensor, coefs):
-        t = ctx.times[i]
-        x0 = ctx.sde.to_x0(ctx.score(x, batch_time(t, x)), x, t, "score")
+        x0 = ctx.predict(x, i)
         c_x, c_0, std = coefs[i]
         x_next = c_x * x + c_0 * x0
         if self.eta > 0:

@@ -62,7 +62,7 @@ from torch import Tensor
 
 from ..errors import check_bool, check_choice, check_int, check_nonneg
 from ..sde import SDE
-from .base import FEW_STEP_END_LEVEL, LINEAR, MARGINALS, Sampler, batch_time
+from .base import FEW_STEP_END_LEVEL, LINEAR, MARGINALS, Sampler
 from .registry import register
 from .unipc import grid_floats, phi
 
@@ -151,8 +151,7 @@ class DPMSolverSDE(Sampler):
 
     def step(self, ctx, i: int, x: Tensor, state):
         coefs, hist = state
-        t = ctx.times[i]
-        m = ctx.sde.to_x0(ctx.score(x, batch_time(t, x)), x, t, "score")
+        m = ctx.predict(x, i)
         hist = ([m] + hist)[: self.k]  # newest first
         c, w, std = coefs[i]
         x_next = c * x + sum(wj * mj for wj, mj in zip(w, hist, strict=False))

@@ -94,6 +94,11 @@ class DPMSolver(Sampler):
         self.lower_order_final = check_bool("lower_order_final", lower_order_final)
         self.solver_type = check_choice("solver_type", solver_type, ("taylor", "midpoint"))
 
+    @property
+    def _kind(self) -> str:
+        """The prediction as :meth:`~scoresde.sampling.context.Context.predict` names it."""
+        return "x0" if self.prediction == "data" else "eps"
+
     def options(self) -> dict:
         return dict(order=self.k, method=self.method, prediction=self.prediction,
                     lower_order_final=self.lower_order_final, solver_type=self.solver_type)
@@ -105,12 +110,11 @@ class DPMSolver(Sampler):
         return steps * (self.k if self.method == "singlestep" else 1)
 
     # ---- pieces ----------------------------------------------------------------------------
-    def _model(self, ctx, x: Tensor, t: Tensor) -> Tensor:
-        """The prediction the expansion is made in: :math:`\\hat x_0` or :math:`\\hat\\epsilon`."""
-        score = ctx.score(x, batch_time(t, x))
-        if self.prediction == "data":
-            return ctx.sde.to_x0(score, x, t, "score")
-        return ctx.sde.to_eps(score, x, t, "score")
+    def _model(self, ctx, x: Tensor, t: Tensor, marginal: tuple[Tensor, Tensor]) -> Tensor:
+        """The prediction the expansion is made in, :math:`\\hat x_0` or :math:`\\hat\\epsilon`, at a
+        time off the grid (singlestep's inner points) with its marginals."""
+        convert = ctx.sde.to_x0 if self.prediction == "data" else ctx.sde.to_eps
+        return convert(ctx.score(x, batch_time(t, x)), x, t, "score", marginal=marginal)
 
     def _propagate(self, x: Tensor, a_s, s_s, a_t, s_t, h: Tensor, derivs: list[Tensor],
                    midpoint: bool = False) -> Tensor:
@@ -129,10 +133,32 @@ class DPMSolver(Sampler):
     def init(self, ctx, x):
         if self.method == "singlestep":
             return None
-        lams = ctx.log_snr
-        # the order of every step, decided once from the grid on the host (no sync inside a step)
-        orders = self.step_orders(lams.detach().double().cpu())
-        return orders, [], []  # the orders, and the history of predictions and their log-SNRs
+        # every step's order and coefficients, once, on the host in float64 (no sync in a step)
+        t = torch.tensor(ctx.times_host, dtype=torch.float64)
+        alphas, sigmas = ctx.sde.marginal(t)
+        lams = alphas.log() - sigmas.log()
+        orders = self.step_orders(lams)
+        coefs = torch.stack([self.multistep_coefficients(i, q, alphas, sigmas, lams) for i, q in enumerate(orders)])
+        return orders, coefs.to(dtype=ctx.times.dtype, device=ctx.times.device), []
+
+    def multistep_coefficients(self, i: int, q: int, alphas: Tensor, sigmas: Tensor, lams: Tensor) -> Tensor:
+        r"""Step ``i`` of order ``q`` as a linear map: :math:`(c_x, w_0, w_1, w_2)` with
+        :math:`x_{i+1} = c_x x_i + \sum_j w_j m_{i-j}`, :math:`m_{i-j}` the prediction at
+        :math:`t_{i-j}`. Obtained by running :meth:`_propagate` on basis vectors (index 0 the state,
+        1-3 the predictions), so it is the expansion above exactly."""
+        e = torch.eye(4, dtype=lams.dtype)
+        m0, m1, m2 = e[1], e[2], e[3]
+        if q == 1:
+            derivs = [m0]
+        elif q == 2:
+            derivs = [m0, (m0 - m1) / (lams[i] - lams[i - 1])]
+        else:  # the quadratic through the last three predictions, differentiated at lambda_s
+            h0, h1 = lams[i] - lams[i - 1], lams[i - 1] - lams[i - 2]
+            d0, d1 = (m0 - m1) / h0, (m1 - m2) / h1
+            c = (d0 - d1) / (h0 + h1)
+            derivs = [m0, d0 + c * h0, 2 * c]
+        return self._propagate(e[0], alphas[i], sigmas[i], alphas[i + 1], sigmas[i + 1], lams[i + 1] - lams[i],
+                               derivs, midpoint=self.solver_type == "midpoint")
 
     def step_orders(self, lams: Tensor) -> list[int]:
         """The order of each multistep step on the grid with log-SNRs ``lams`` (see :meth:`step_order`)."""
@@ -168,27 +194,13 @@ class DPMSolver(Sampler):
     def step(self, ctx, i: int, x: Tensor, state):
         if self.method == "singlestep":
             return self._singlestep(ctx, i, x), None
-        orders, hist_m, hist_l = state
-        alphas, sigmas = ctx.marginals
-        lams = ctx.log_snr
-        a_s, s_s, a_t, s_t = alphas[i], sigmas[i], alphas[i + 1], sigmas[i + 1]
-        h = lams[i + 1] - lams[i]
-        hist_m = (hist_m + [self._model(ctx, x, ctx.times[i])])[-3:]
-        hist_l = (hist_l + [lams[i]])[-3:]
-        m0 = hist_m[-1]
-        order = orders[i]
-        if order == 1:
-            derivs = [m0]
-        elif order == 2:
-            derivs = [m0, (m0 - hist_m[-2]) / (hist_l[-1] - hist_l[-2])]
-        else:  # quadratic through the last three predictions, differentiated at lambda_s
-            h0, h1 = hist_l[-1] - hist_l[-2], hist_l[-2] - hist_l[-3]
-            d0 = (m0 - hist_m[-2]) / h0
-            d1 = (hist_m[-2] - hist_m[-3]) / h1
-            c = (d0 - d1) / (h0 + h1)
-            derivs = [m0, d0 + c * h0, 2 * c]
-        x = self._propagate(x, a_s, s_s, a_t, s_t, h, derivs, midpoint=self.solver_type == "midpoint")
-        return x, (orders, hist_m, hist_l)
+        orders, coefs, hist = state
+        hist = [ctx.predict(x, i, self._kind)] + hist[:2]  # newest first
+        c = coefs[i]
+        out = x * c[0]
+        for j in range(orders[i]):
+            out.addcmul_(hist[j], c[1 + j])
+        return out, (orders, coefs, hist)
 
     def _singlestep(self, ctx, i: int, x: Tensor) -> Tensor:
         r"""One singlestep step: extra evaluations inside it at :math:`\lambda_s + r h`."""
@@ -197,13 +209,13 @@ class DPMSolver(Sampler):
         lams = ctx.log_snr
         a_s, s_s, a_t, s_t = alphas[i], sigmas[i], alphas[i + 1], sigmas[i + 1]
         h = lams[i + 1] - lams[i]
-        m0 = self._model(ctx, x, times[i])
+        m0 = ctx.predict(x, i, self._kind)
         m_last, r_last = None, None
         for j, r in enumerate({1: (), 2: (0.5,), 3: (1 / 3, 2 / 3)}[self.k]):
             t_r = sde.t_from_log_snr(lams[i] + r * h).clamp(times[i + 1], times[i])
             a_r, s_r = sde.marginal(t_r)
             derivs = [m0] if j == 0 else [m0, (m_last - m0) / (r_last * h)]
             u = self._propagate(x, a_s, s_s, a_r, s_r, r * h, derivs)
-            m_last, r_last = self._model(ctx, u, t_r), r
+            m_last, r_last = self._model(ctx, u, t_r, (a_r, s_r)), r
         derivs = [m0] if self.k == 1 else [m0, (m_last - m0) / (r_last * h)]
         return self._propagate(x, a_s, s_s, a_t, s_t, h, derivs)

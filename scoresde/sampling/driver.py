@@ -37,8 +37,7 @@ def run(sampler: Sampler, ctx: Context, x: Tensor, *, denoise: bool) -> Tensor:
             x = ctx.accept(x, i + 1)
     ctx.check_finite()
     if denoise and isinstance(ctx.sde, LinearSDEBase):
-        t = ctx.times[-1]
-        x = ctx.sde.to_x0(ctx.score(x, t), x, t, "score")  # Tweedie's denoised x_0
-        ctx.watch(x, t)
+        x = ctx.predict(x, ctx.n_steps)  # Tweedie's denoised x_0
+        ctx.watch(x, ctx.times[-1])
         ctx.check_finite()
     return x

@@ -81,7 +81,7 @@ class Heun(Sampler):
 
         def slope(xh: Tensor, t: Tensor, a: Tensor, s: Tensor) -> Tensor:  # (x_hat - D) / sigma_tilde
             x = a * xh
-            denoised = sde.to_x0(ctx.score(x, batch_time(t, x)), x, t, "score")
+            denoised = sde.to_x0(ctx.score(x, batch_time(t, x)), x, t, "score", marginal=(a, s))
             return (xh - denoised) / (s / a)
 
         xh = x / alphas[i]

@@ -42,7 +42,7 @@ from torch import Tensor
 
 from ..errors import check_choice, check_int
 from ..sde import SDE
-from .base import FEW_STEP_END_LEVEL, MARGINALS, Sampler, batch_time
+from .base import FEW_STEP_END_LEVEL, MARGINALS, Sampler
 from .registry import register
 from .unipc import grid_floats
 
@@ -120,8 +120,7 @@ class IPNDM(Sampler):
     def step(self, ctx, i: int, x: Tensor, state):
         coefs, hist = state
         c_x, w, inv_a, inv_lev = coefs[i]
-        t = ctx.times[i]
-        x0 = ctx.sde.to_x0(ctx.score(x, batch_time(t, x)), x, t, "score")
+        x0 = ctx.predict(x, i)
         d = (inv_a * x - x0) * inv_lev  # (x_hat - x0_hat) / sigma_tilde
         hist = ([d] + hist)[: self.p]
         x_next = c_x * x + sum(wj * dj for wj, dj in zip(w, hist, strict=False))

@@ -45,7 +45,7 @@ from torch import Tensor
 
 from ..errors import check_bool, check_choice, check_int
 from ..sde import SDE
-from .base import FEW_STEP_END_LEVEL, LINEAR, MARGINALS, Sampler, batch_time
+from .base import FEW_STEP_END_LEVEL, LINEAR, MARGINALS, Sampler
 from .registry import register
 
 _PREDICTIONS = ("data", "noise")
@@ -155,15 +155,9 @@ class UniPC(Sampler):
         corr = [None] + [self._weights(a, s, lam, i - 1, orders[i - 1], True) for i in range(1, n)]
         return pred, corr, orders, [], None  # coefficients, orders, model history (newest first), x_{i-1}
 
-    def _model(self, ctx, x: Tensor, t: Tensor) -> Tensor:
-        score = ctx.score(x, batch_time(t, x))
-        if self.prediction == "data":
-            return ctx.sde.to_x0(score, x, t, "score")
-        return ctx.sde.to_eps(score, x, t, "score")
-
     def step(self, ctx, i: int, x: Tensor, state):
         pred, corr, orders, hist, x_prev = state
-        m_i = self._model(ctx, x, ctx.times[i])
+        m_i = ctx.predict(x, i, "x0" if self.prediction == "data" else "eps")
         if self.corrector and i > 0:  # UniC: correct x_i from x_{i-1} with the evaluation just made
             c, w = corr[i]
             x = c * x_prev + sum(wj * mj for wj, mj in zip(w[:-1], hist, strict=False)) + w[-1] * m_i

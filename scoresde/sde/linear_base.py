@@ -190,19 +190,26 @@ class LinearSDEBase(SDE):
         return t
 
     # ---- conversions between predictions ---------------------------------------------------
-    def _scales(self, x: Tensor, t: Tensor | float, kind: str, data_std: float) -> tuple[Tensor, Tensor, float]:
+    def _scales(self, x: Tensor, t: Tensor | float, kind: str, data_std: float,
+                marginal: tuple[Tensor, Tensor] | None) -> tuple[Tensor, Tensor, float]:
         check_choice("kind", kind, PREDICTION_KINDS)
         if data_std != 1.0:
             data_std = check_positive("data_std", data_std)
-        t = self.time(t, like=x)
-        alpha, sigma = self.marginal(t)
+        if marginal is None:
+            alpha, sigma = self.marginal(self.time(t, like=x))
+        else:  # a solver's precomputed grid: no check of t and no recomputation per evaluation
+            alpha, sigma = marginal
         return expand_to(alpha, x), expand_to(sigma, x), data_std
 
-    def to_score(self, pred: Tensor, x: Tensor, t: Tensor | float, kind: str, *, data_std: float = 1.0) -> Tensor:
+    def to_score(self, pred: Tensor, x: Tensor, t: Tensor | float, kind: str, *, data_std: float = 1.0,
+               marginal: tuple[Tensor, Tensor] | None = None) -> Tensor:
         r"""The score :math:`\nabla_x\log p_t(x)` from a prediction ``pred`` of type ``kind``
         (``"score"``, ``"eps"``, ``"x0"``, ``"v"``) at ``(x, t)``; see the module for the kinds
-        and ``data_std``. ``t`` is a scalar or has ``x``'s leading (batch) shape."""
-        alpha, sigma, sd = self._scales(x, t, kind, data_std)
+        and ``data_std``. ``t`` is a scalar or has ``x``'s leading (batch) shape. ``marginal``:
+        :math:`(\alpha_t, \sigma_t)` at ``t`` when the caller already has them (a solver's grid,
+        :meth:`~scoresde.sampling.context.Context.predict`), so they are not recomputed; the same
+        holds for the other conversions."""
+        alpha, sigma, sd = self._scales(x, t, kind, data_std, marginal)
         if kind == "score":
             return pred
         if kind == "eps":
@@ -216,9 +223,10 @@ class LinearSDEBase(SDE):
         n = (sigma * x + a * r2.sqrt() * pred) / r2
         return -n / sigma
 
-    def to_eps(self, pred: Tensor, x: Tensor, t: Tensor | float, kind: str, *, data_std: float = 1.0) -> Tensor:
+    def to_eps(self, pred: Tensor, x: Tensor, t: Tensor | float, kind: str, *, data_std: float = 1.0,
+               marginal: tuple[Tensor, Tensor] | None = None) -> Tensor:
         r"""The noise :math:`\epsilon = (x - \alpha_t x_0)/\sigma_t` from a prediction of type ``kind``."""
-        alpha, sigma, sd = self._scales(x, t, kind, data_std)
+        alpha, sigma, sd = self._scales(x, t, kind, data_std, marginal)
         if kind == "score":
             return -sigma * pred
         if kind == "eps":
@@ -229,11 +237,12 @@ class LinearSDEBase(SDE):
         r2 = a.square() + sigma.square()
         return (sigma * x + a * r2.sqrt() * pred) / r2
 
-    def to_x0(self, pred: Tensor, x: Tensor, t: Tensor | float, kind: str, *, data_std: float = 1.0) -> Tensor:
+    def to_x0(self, pred: Tensor, x: Tensor, t: Tensor | float, kind: str, *, data_std: float = 1.0,
+               marginal: tuple[Tensor, Tensor] | None = None) -> Tensor:
         r"""The clean data :math:`x_0 = (x - \sigma_t\epsilon)/\alpha_t` (Tweedie's
         :math:`(x + \sigma_t^2 s)/\alpha_t` from a score), in units of ``data_std``, from a
         prediction of type ``kind``."""
-        alpha, sigma, sd = self._scales(x, t, kind, data_std)
+        alpha, sigma, sd = self._scales(x, t, kind, data_std, marginal)
         if kind == "score":
             return (x + sigma.square() * pred) / (alpha * sd)
         if kind == "eps":
@@ -245,11 +254,12 @@ class LinearSDEBase(SDE):
         r2 = a.square() + sigma.square()
         return (a * x - sigma * r2.sqrt() * pred) / r2
 
-    def to_v(self, pred: Tensor, x: Tensor, t: Tensor | float, kind: str, *, data_std: float = 1.0) -> Tensor:
+    def to_v(self, pred: Tensor, x: Tensor, t: Tensor | float, kind: str, *, data_std: float = 1.0,
+               marginal: tuple[Tensor, Tensor] | None = None) -> Tensor:
         r""":math:`v = (a_t\epsilon - \sigma_t x_0')/r_t` with :math:`a_t = \alpha_t\sigma_d`,
         :math:`x_0' = x_0/\sigma_d`, :math:`r_t^2 = a_t^2 + \sigma_t^2` (Salimans & Ho on VP with
         :math:`\sigma_d = 1`), from a prediction of type ``kind``."""
-        alpha, sigma, sd = self._scales(x, t, kind, data_std)
+        alpha, sigma, sd = self._scales(x, t, kind, data_std, marginal)
         if kind == "v":
             return pred
         a = alpha * sd

@@ -73,3 +73,43 @@ def test_torchsde_euler_spends_what_euler_maruyama_spends():
         for method in ["euler", "milstein"]:
             assert ss.sample(score, SDE, (4, 2), sampler="torchsde", method=method, steps=steps, seed=0).nfe == em
     assert ss.sample(score, SDE, (4, 2), sampler="torchsde", method="srk", steps=1, seed=0).nfe == 11
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_non_finite_tracker_flags_nan_and_inf_but_not_large_finite_states(dtype):
+    """The tracker reduces a state to its float64 sum: NaN, +inf, -inf and +inf with -inf (whose
+    sum is NaN) are flagged at the time they first appear; the largest finite float32 values are not."""
+    from scoresde.flow import NonFiniteTracker
+
+    big = torch.finfo(torch.float32).max
+    for bad in [float("nan"), float("inf"), -float("inf")]:
+        tr = NonFiniteTracker()
+        x = torch.ones(50, 4, dtype=dtype)
+        tr.watch(torch.tensor(0.9), x)
+        x[3, 1] = bad
+        tr.watch(torch.tensor(0.5), x)
+        tr.watch(torch.tensor(0.1), torch.ones(50, 4, dtype=dtype))
+        assert tr.first_time() == 0.5
+    both = torch.zeros(50, 4, dtype=dtype)
+    both[0, 0], both[1, 1] = float("inf"), -float("inf")
+    tr = NonFiniteTracker()
+    tr.watch(torch.tensor(0.3), both)
+    assert tr.first_time() == pytest.approx(0.3)
+    tr = NonFiniteTracker()
+    tr.watch(torch.tensor(0.3), torch.full((1000, 64), big, dtype=dtype), torch.full((1000,), -big, dtype=dtype))
+    assert tr.first_time() is None
+
+
+@pytest.mark.parametrize("first_bad", [5, 255, 256, 700])
+def test_non_finite_tracker_keeps_the_first_time_across_folds(first_bad):
+    """States are folded into the record every FOLD_EVERY = 256: the first bad one is reported
+    wherever it falls, and later bad ones do not replace it."""
+    from scoresde.flow import NonFiniteTracker
+
+    tr = NonFiniteTracker()
+    for k in range(1000):
+        x = torch.ones(8, 2)
+        if k in (first_bad, first_bad + 3, 900):
+            x[0, 0] = float("nan")
+        tr.watch(torch.tensor(1.0 - k / 1000, dtype=torch.float64), x)
+    assert tr.first_time() == pytest.approx(1.0 - first_bad / 1000)
