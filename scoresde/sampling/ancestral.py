@@ -16,11 +16,15 @@ transition lies in between; both are weak order 1.
 
 from __future__ import annotations
 
+import math
+
+import torch
 from torch import Tensor
 
 from ..errors import check_choice
 from ..sde import SDE
-from .base import MARGINALS, Sampler, batch_time
+from .base import MARGINALS, Sampler
+from .euler_maruyama import linear_step
 from .registry import register
 
 
@@ -55,14 +59,15 @@ class Ancestral(Sampler):
         return 1.0
 
     def init(self, ctx, x):
-        return self.variance or ("posterior" if ctx.sde.alpha_is_one else "forward")
+        variance = self.variance or ("posterior" if ctx.sde.alpha_is_one else "forward")
+        a, s = (v.tolist() for v in ctx.sde.marginal(torch.tensor(ctx.times_host, dtype=torch.float64)))
+        coefs = []  # x' = (x + var s)/a_ts + std z = c_x x + c_s s + std z, on the host
+        for i in range(ctx.n_steps):
+            a_ts = a[i] / a[i + 1]
+            var_ts = max(s[i] ** 2 - (a_ts * s[i + 1]) ** 2, 0.0)
+            std = math.sqrt(var_ts) * (s[i + 1] / s[i] if variance == "posterior" else 1.0)
+            coefs.append((1 / a_ts, var_ts / a_ts, std))
+        return coefs
 
-    def step(self, ctx, i: int, x: Tensor, variance: str):
-        alphas, sigmas = ctx.marginals
-        a_t, s_t, a_s, s_s = alphas[i], sigmas[i], alphas[i + 1], sigmas[i + 1]
-        score = ctx.score(x, batch_time(ctx.times[i], x))
-        a_ts = a_t / a_s
-        var_ts = (s_t.square() - a_ts.square() * s_s.square()).clamp_min(0)
-        mean = (x + var_ts * score) / a_ts
-        std = var_ts.sqrt() * (s_s / s_t if variance == "posterior" else 1.0)
-        return mean + std * ctx.noise(x), variance
+    def step(self, ctx, i: int, x: Tensor, coefs):
+        return linear_step(ctx, i, x, coefs[i]), coefs

@@ -11,11 +11,15 @@ Langevin dynamics on :math:`p_{t_i}` with step :math:`\epsilon_i = c\,\sigma_{t_
 
 from __future__ import annotations
 
+import math
+
+import torch
 from torch import Tensor
 
 from ..errors import check_int, check_positive
 from ..sde import SDE
 from .base import MARGINALS, Sampler, batch_time
+from .coefficients import combine
 from .registry import register
 
 
@@ -47,10 +51,13 @@ class AnnealedLangevin(Sampler):
     def evaluations(self, steps: int, sde: SDE) -> int:
         return steps * self.n_steps_each
 
-    def step(self, ctx, i: int, x: Tensor, state):
-        _, sigmas = ctx.marginals
-        eps = self.step_size * sigmas[i + 1].square()
+    def init(self, ctx, x):
+        _, s = ctx.sde.marginal(torch.tensor(ctx.times_host, dtype=torch.float64))
+        return [self.step_size * si**2 for si in s[1:].tolist()]  # epsilon_i at t_{i+1}, on the host
+
+    def step(self, ctx, i: int, x: Tensor, sizes):
+        eps = sizes[i]
         t = batch_time(ctx.times[i + 1], x)
         for _ in range(self.n_steps_each):
-            x = x + eps * ctx.score(x, t) + (2 * eps).sqrt() * ctx.noise(x)
-        return x, state
+            x = combine(1.0, x, [eps, math.sqrt(2 * eps)], [ctx.score(x, t), ctx.noise(x)])
+        return x, sizes

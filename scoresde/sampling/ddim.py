@@ -31,8 +31,8 @@ from torch import Tensor
 from ..errors import check_range
 from ..sde import SDE
 from .base import FEW_STEP_END_LEVEL, LINEAR, MARGINALS, Sampler
+from .coefficients import grid_floats
 from .registry import register
-from .unipc import grid_floats
 
 
 @register

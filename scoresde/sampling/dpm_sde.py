@@ -63,8 +63,8 @@ from torch import Tensor
 from ..errors import check_bool, check_choice, check_int, check_nonneg
 from ..sde import SDE
 from .base import FEW_STEP_END_LEVEL, LINEAR, MARGINALS, Sampler
+from .coefficients import combine, grid_floats, phi
 from .registry import register
-from .unipc import grid_floats, phi
 
 _THIRD = ("taylor", "k-diffusion")
 
@@ -151,10 +151,9 @@ class DPMSolverSDE(Sampler):
 
     def step(self, ctx, i: int, x: Tensor, state):
         coefs, hist = state
-        m = ctx.predict(x, i)
-        hist = ([m] + hist)[: self.k]  # newest first
+        hist = ([ctx.predict(x, i)] + hist)[: self.k]  # newest first
         c, w, std = coefs[i]
-        x_next = c * x + sum(wj * mj for wj, mj in zip(w, hist, strict=False))
+        x_next = combine(c, x, w, hist[: len(w)])
         if self.eta > 0:
-            x_next = x_next + std * ctx.noise(x)
+            x_next.add_(ctx.noise(x), alpha=std)
         return x_next, (coefs, hist)

@@ -14,6 +14,7 @@ from torch import Tensor
 
 from ..sde import SDE, LinearSDEBase
 from .base import Sampler, batch_time
+from .coefficients import combine
 from .registry import register
 
 
@@ -38,23 +39,27 @@ class EulerMaruyama(Sampler):
 
     def init(self, ctx, x):
         if isinstance(ctx.sde, LinearSDEBase):
-            # x' = x - h (f x - g^2 s) + g sqrt(h) z = (1 - h f) x + h g^2 s + g sqrt(h) z,
-            # its three coefficients on the grid, once
-            t = ctx.times
+            # x' = x - h (f x - g^2 s) + g sqrt(h) z = (1 - h f) x + h g^2 s + g sqrt(h) z: the three
+            # coefficients of each step, once, on the host
+            t = torch.tensor(ctx.times_host, dtype=torch.float64)
             h = t[:-1] - t[1:]
             f, g = ctx.sde.f(t[:-1]), ctx.sde.g(t[:-1])
-            return 1 - h * f, h * g.square(), g * h.sqrt()
+            return list(zip((1 - h * f).tolist(), (h * g.square()).tolist(), (g * h.sqrt()).tolist(), strict=True))
         return ctx.sde.reverse(ctx.score_fn)
 
     def step(self, ctx, i: int, x: Tensor, state):
         t = ctx.times[i]
-        if isinstance(state, tuple):  # linear: one product and two fused multiply-adds
-            c_x, c_s, c_z = state
-            out = x * c_x[i]
-            out.addcmul_(ctx.score(x, batch_time(t, x)), c_s[i])
-            return out.addcmul_(ctx.noise(x), c_z[i]), state
+        if isinstance(state, list):  # linear: one product and two fused multiply-adds
+            return linear_step(ctx, i, x, state[i]), state
         h = t - ctx.times[i + 1]
         tb = batch_time(t, x)
         drift = state.drift(x, tb)
         gi = torch.broadcast_to(state.diffusion(x, tb), x.shape)
         return x - drift * h + gi * h.sqrt() * ctx.noise(x), state
+
+
+def linear_step(ctx, i: int, x: Tensor, coefficients: tuple[float, float, float]) -> Tensor:
+    r"""One step :math:`x_{i+1} = c_x x_i + c_s\,s_	heta(x_i, t_i) + c_z z` of a reverse chain of a linear
+    SDE with host coefficients (Euler-Maruyama's, or the reverse of the SDE's own discretisation)."""
+    c_x, c_s, c_z = coefficients
+    return combine(c_x, x, [c_s, c_z], [ctx.score(x, batch_time(ctx.times[i], x)), ctx.noise(x)])

@@ -23,6 +23,7 @@ from torch import Tensor
 from ..errors import check_nonneg, check_range
 from ..sde import SDE
 from .base import FEW_STEP_END_LEVEL, MARGINALS, Sampler, batch_time
+from .coefficients import combine
 from .registry import register
 
 
@@ -69,14 +70,27 @@ class Heun(Sampler):
         alphas, sigmas = ctx.marginals
         levels = sigmas / alphas
         n = ctx.n_steps
+        a, s = (v.tolist() for v in ctx.sde.marginal(torch.tensor(ctx.times_host, dtype=torch.float64)))
+        lev = [si / ai for ai, si in zip(a, s, strict=True)]
         # which steps churn, decided once on the host before the loop (no sync inside a step)
-        lev_host = levels.detach().cpu().tolist()
-        churn_at = [self.churn > 0 and self.s_tmin <= lev_host[i] <= self.s_tmax for i in range(n)]
-        return levels, churn_at, min(self.churn / n, math.sqrt(2) - 1)
+        churn_at = [self.churn > 0 and self.s_tmin <= lev[i] <= self.s_tmax for i in range(n)]
+        # a step without churn in x = alpha x_hat: the slope (x_hat - D)/sigma_tilde is the noise
+        # prediction -sigma s, so both stages are combinations of x and the scores with host coefficients
+        plain = []
+        for i in range(n):
+            c, dlev = a[i + 1] / a[i], lev[i + 1] - lev[i]
+            u1, u2 = -a[i + 1] * dlev * s[i], -a[i + 1] * dlev * s[i + 1]
+            plain.append((c, u1, 0.5 * u1, 0.5 * u2))
+        return levels, churn_at, min(self.churn / n, math.sqrt(2) - 1), plain
 
     def step(self, ctx, i: int, x: Tensor, state):
-        levels, churn_at, gamma = state
+        levels, churn_at, gamma, plain = state
         sde, times = ctx.sde, ctx.times
+        if not churn_at[i]:
+            c, u1, v1, v2 = plain[i]
+            s1 = ctx.score(x, batch_time(times[i], x))
+            x_mid = combine(c, x, [u1], [s1])  # the Euler stage
+            return combine(c, x, [v1, v2], [s1, ctx.score(x_mid, batch_time(times[i + 1], x))]), state
         alphas, sigmas = ctx.marginals
 
         def slope(xh: Tensor, t: Tensor, a: Tensor, s: Tensor) -> Tensor:  # (x_hat - D) / sigma_tilde
@@ -84,15 +98,14 @@ class Heun(Sampler):
             denoised = sde.to_x0(ctx.score(x, batch_time(t, x)), x, t, "score", marginal=(a, s))
             return (xh - denoised) / (s / a)
 
+        # churn may not raise the level above the starting one
+        lev = levels[i]
+        lev_hat = torch.minimum(lev * (1 + gamma), levels[0])
         xh = x / alphas[i]
-        t_cur, lev, a_cur, s_cur = times[i], levels[i], alphas[i], sigmas[i]
-        if churn_at[i]:
-            # churn may not raise the level above the starting one
-            lev_hat = torch.minimum(lev * (1 + gamma), levels[0])
-            xh = xh + (lev_hat.square() - lev.square()).clamp_min(0).sqrt() * self.s_noise * ctx.noise(xh)
-            t_cur = sde.t_from_log_snr(-lev_hat.log()).clamp(times[-1], times[0])
-            a_cur, s_cur = sde.marginal(t_cur)
-            lev = s_cur / a_cur
+        xh = xh + (lev_hat.square() - lev.square()).clamp_min(0).sqrt() * self.s_noise * ctx.noise(xh)
+        t_cur = sde.t_from_log_snr(-lev_hat.log()).clamp(times[-1], times[0])
+        a_cur, s_cur = sde.marginal(t_cur)
+        lev = s_cur / a_cur
         d = slope(xh, t_cur, a_cur, s_cur)
         dlev = levels[i + 1] - lev
         d_next = slope(xh + dlev * d, times[i + 1], alphas[i + 1], sigmas[i + 1])

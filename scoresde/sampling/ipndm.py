@@ -43,8 +43,8 @@ from torch import Tensor
 from ..errors import check_choice, check_int
 from ..sde import SDE
 from .base import FEW_STEP_END_LEVEL, MARGINALS, Sampler
+from .coefficients import combine, grid_floats
 from .registry import register
-from .unipc import grid_floats
 
 _FIXED = {
     1: (1.0,),
@@ -114,14 +114,13 @@ class IPNDM(Sampler):
             b = _FIXED[q] if self.coefficients == "fixed" else adams_weights(lev[i - q + 1: i + 1][::-1],
                                                                               lev[i], lev[i + 1])
             # x_{i+1} = (a_{i+1}/a_i) x_i + a_{i+1} delta sum_j b_j d_{i-j}
-            coefs.append((a[i + 1] / a[i], [a[i + 1] * delta * bj for bj in b], 1.0 / a[i], 1.0 / lev[i]))
+            coefs.append((a[i + 1] / a[i], [a[i + 1] * delta * bj for bj in b]))
         return coefs, []
 
     def step(self, ctx, i: int, x: Tensor, state):
         coefs, hist = state
-        c_x, w, inv_a, inv_lev = coefs[i]
-        x0 = ctx.predict(x, i)
-        d = (inv_a * x - x0) * inv_lev  # (x_hat - x0_hat) / sigma_tilde
-        hist = ([d] + hist)[: self.p]
-        x_next = c_x * x + sum(wj * dj for wj, dj in zip(w, hist, strict=False))
-        return x_next, (coefs, hist)
+        c_x, w = coefs[i]
+        # d = (x_hat - x0_hat) / sigma_tilde = (x/alpha - (x + sigma^2 s)/alpha) alpha/sigma = -sigma s,
+        # the noise prediction
+        hist = ([ctx.predict(x, i, "eps")] + hist)[: self.p]
+        return combine(c_x, x, w, hist[: len(w)]), (coefs, hist)

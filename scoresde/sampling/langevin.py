@@ -49,46 +49,48 @@ and 1.54 at 0.16) and a dispersion within 1.5% of the truth.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
-from ..sde import SDE, LinearSDEBase
+from ..sde import LinearSDEBase
 from .base import batch_time
+from .coefficients import combine
 
 
-def langevin_alpha(sde: SDE, t: Tensor, s: Tensor) -> Tensor:
-    r"""Song et al.'s :math:`\alpha_i` in the Langevin step: :math:`1-\beta_i = (\alpha_s/\alpha_t)^2`
-    on a linear SDE (so 1 for VE), 1 otherwise."""
-    if isinstance(sde, LinearSDEBase):
-        a_t, _ = sde.marginal(t)
-        a_s, _ = sde.marginal(s)
-        return (a_t / a_s).square()
-    return torch.ones((), dtype=t.dtype, device=t.device)
+def langevin_sizes(ctx, snr: float) -> list[float] | None:
+    r"""The corrector's steps :math:`\epsilon_i = 2\alpha_i r^2\sigma_{t_{i+1}}^2` at the grid's times
+    :math:`t_{i+1}` on a :class:`~scoresde.sde.LinearSDEBase`, host floats computed once, with Song et al.'s
+    :math:`\alpha_i = 1-\beta_i = (\alpha_{t_i}/\alpha_{t_{i+1}})^2` (1 on VE); None on other SDEs, whose
+    step comes from the batch's score norms at each step (:func:`langevin_step`)."""
+    if not isinstance(ctx.sde, LinearSDEBase):
+        return None
+    a, s = (v.tolist() for v in ctx.sde.marginal(torch.tensor(ctx.times_host, dtype=torch.float64)))
+    return [2 * (a[i] / a[i + 1]) ** 2 * snr**2 * s[i + 1] ** 2 for i in range(ctx.n_steps)]
 
 
-def langevin_step(ctx, x: Tensor, t: Tensor, snr: float, alpha: Tensor) -> Tensor:
+def langevin_step(ctx, x: Tensor, i: int, snr: float, size: float | None) -> Tensor:
     r"""One Langevin corrector step :math:`x \leftarrow x + \epsilon\,s_\theta(x,t) + \sqrt{2\epsilon}\,z`
-    at time ``t`` with signal-to-noise ratio ``snr`` = :math:`r` and a step that is the same for
+    at :math:`t = t_{i+1}` with signal-to-noise ratio ``snr`` = :math:`r` and a step that is the same for
     every sample (a step that depends on the position biases Langevin dynamics: its stationary
     law is :math:`p/\epsilon(x)`, not :math:`p`):
 
-    * on a :class:`~scoresde.sde.LinearSDEBase`, a step that depends on ``t`` only,
-      :math:`\epsilon = 2\alpha r^2\sigma_t^2`: Song et al.'s
+    * on a :class:`~scoresde.sde.LinearSDEBase`, a step that depends on ``t`` only (``size``, from
+      :func:`langevin_sizes`), :math:`\epsilon = 2\alpha r^2\sigma_t^2`: Song et al.'s
       :math:`2\alpha (r\lVert z\rVert/\lVert s\rVert)^2` with :math:`\lVert s\rVert^2` at its
       upper bound :math:`D/\sigma_t^2` (the Fisher information of :math:`p_t`, a Gaussian of
       variance :math:`\sigma_t^2` convolved with the scaled data, is at most that of the Gaussian),
       which it reaches in high dimension. Per-sample seeds keep their promise.
-    * on an SDE without marginals, Song et al.'s rule with batch means (their reference code),
-      :math:`\epsilon = 2\alpha r^2 D / \overline{\lVert s_\theta\rVert^2}`, the bar a mean over the
-      batch: each sample's step depends on its batch-mates, so predictor-corrector refuses
-      per-sample seeds there. The batch mean estimates :math:`E\lVert s\rVert^2`, so it needs a
-      batch of more than a few samples.
+    * on an SDE without marginals (``size`` None), Song et al.'s rule with batch means (their
+      reference code), :math:`\epsilon = 2 r^2 D / \overline{\lVert s_\theta\rVert^2}`, the bar a mean over
+      the batch (:math:`\alpha = 1` without marginals): each sample's step depends on its batch-mates, so
+      predictor-corrector refuses per-sample seeds there. The batch mean estimates
+      :math:`E\lVert s\rVert^2`, so it needs a batch of more than a few samples.
     """
-    score = ctx.score(x, batch_time(t, x))
-    if isinstance(ctx.sde, LinearSDEBase):
-        _, sigma = ctx.sde.marginal(t)
-        step = 2 * alpha * snr**2 * sigma.square()
-    else:
-        mean_sq = score.reshape(x.shape[0], -1).square().sum(1).mean()
-        step = 2 * alpha * snr**2 * x[0].numel() / mean_sq.clamp_min(torch.finfo(x.dtype).tiny)
+    score = ctx.score(x, batch_time(ctx.times[i + 1], x))
+    if size is not None:
+        return combine(1.0, x, [size, math.sqrt(2 * size)], [score, ctx.noise(x)])
+    mean_sq = score.reshape(x.shape[0], -1).square().sum(1).mean()
+    step = 2 * snr**2 * x[0].numel() / mean_sq.clamp_min(torch.finfo(x.dtype).tiny)
     return x + step * score + (2 * step).sqrt() * ctx.noise(x)

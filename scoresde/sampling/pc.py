@@ -15,7 +15,7 @@ from torch import Tensor
 from ..errors import ArgumentError, check_choice, check_int, check_nonneg
 from ..sde import SDE, LinearSDEBase
 from .base import Sampler
-from .langevin import langevin_alpha, langevin_step
+from .langevin import langevin_sizes, langevin_step
 from .registry import get_sampler, register
 
 PREDICTORS = ("euler_maruyama", "reverse_diffusion", "ancestral", "none")
@@ -77,14 +77,13 @@ class PredictorCorrector(Sampler):
                 "marginals its Langevin step is set from the batch-mean score norm, so a sample would depend "
                 "on its batch-mates; give one seed, or corrector='none', or use a LinearSDE"
             )
-        return None if self._pred is None else self._pred.init(ctx, x)
+        sizes = langevin_sizes(ctx, self.snr) if self._langevin else None
+        return None if self._pred is None else self._pred.init(ctx, x), sizes
 
     def step(self, ctx, i: int, x: Tensor, state):
+        pred_state, sizes = state
         if self._pred is not None:
-            x, state = self._pred.step(ctx, i, x, state)
-        if self._langevin:
-            t, s = ctx.times[i], ctx.times[i + 1]
-            alpha = langevin_alpha(ctx.sde, t, s)
-            for _ in range(self._langevin):
-                x = langevin_step(ctx, x, s, self.snr, alpha)
-        return x, state
+            x, pred_state = self._pred.step(ctx, i, x, pred_state)
+        for _ in range(self._langevin):
+            x = langevin_step(ctx, x, i, self.snr, None if sizes is None else sizes[i])
+        return x, (pred_state, sizes)

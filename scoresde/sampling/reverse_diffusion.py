@@ -11,8 +11,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..sde import SDE
+from ..sde import SDE, LinearSDEBase
 from .base import Sampler, batch_time
+from .euler_maruyama import linear_step
 from .registry import register
 
 
@@ -33,9 +34,18 @@ class ReverseDiffusion(Sampler):
         return 1.0
 
     def init(self, ctx, x):
+        if isinstance(ctx.sde, LinearSDEBase):
+            # F = a x and G do not depend on x: x' = (1 - a) x + G^2 s + G z, its coefficients once on the host
+            t = torch.tensor(ctx.times_host, dtype=torch.float64)
+            h = t[:-1] - t[1:]
+            F, G = ctx.sde.discretize(torch.ones_like(h), t[:-1], h)
+            G = torch.broadcast_to(G, h.shape)
+            return list(zip((1 - F).tolist(), G.square().tolist(), G.tolist(), strict=True))
         return ctx.sde.reverse(ctx.score_fn)
 
-    def step(self, ctx, i: int, x: Tensor, rsde):
+    def step(self, ctx, i: int, x: Tensor, state):
+        if isinstance(state, list):
+            return linear_step(ctx, i, x, state[i]), state
         h = ctx.times[i] - ctx.times[i + 1]
-        rev_f, rev_g = rsde.discretize(x, batch_time(ctx.times[i], x), h)
-        return x - rev_f + torch.broadcast_to(rev_g, x.shape) * ctx.noise(x), rsde
+        rev_f, rev_g = state.discretize(x, batch_time(ctx.times[i], x), h)
+        return x - rev_f + torch.broadcast_to(rev_g, x.shape) * ctx.noise(x), state

@@ -41,51 +41,22 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import torch
 from torch import Tensor
 
 from ..errors import check_bool, check_choice, check_int
 from ..sde import SDE
 from .base import FEW_STEP_END_LEVEL, LINEAR, MARGINALS, Sampler
+from .coefficients import combine, grid_floats, phi
 from .registry import register
 
 _PREDICTIONS = ("data", "noise")
 _VARIANTS = ("bh1", "bh2")
 
 
-def grid_floats(ctx) -> tuple[list[float], list[float], list[float]]:
-    r""":math:`(\alpha_{t_i}, \sigma_{t_i}, \lambda_{t_i})` on the grid as Python floats, computed in float64 on
-    the host from ``ctx.times_host`` (once, before the loop: the steps then read no tensor)."""
-    t = torch.tensor(ctx.times_host, dtype=torch.float64)
-    a, s = ctx.sde.marginal(t)
-    lam = ctx.sde.log_snr(t)
-    return a.tolist(), s.tolist(), lam.tolist()
-
-
-def phi(j: int, z: float) -> float:
-    r""":math:`\varphi_j(z) = \sum_{n\ge0} z^n/(n+j)!` (:math:`\varphi_0 = e^z`), by its series for small
-    :math:`|z|` (the closed form :math:`(e^z - \sum_{n<j} z^n/n!)/z^j` cancels there)."""
-    if abs(z) < 1.0:
-        term, total = 1.0 / math.factorial(j), 0.0
-        for n in range(30):
-            total += term
-            term *= z / (n + j + 1)
-        return total
-    return (math.exp(z) - sum(z**n / math.factorial(n) for n in range(j))) / z**j
-
-
 def _solve(rows: list[list[float]], rhs: list[float]) -> list[float]:
     """The solution of a small dense linear system (float64, on the host; numpy, as a 2x2 or
     3x3 solve through torch costs ~35 us of set-up per step of the grid)."""
     return np.linalg.solve(np.asarray(rows, dtype=np.float64), np.asarray(rhs, dtype=np.float64)).tolist()
-
-
-def _combine(c: float, x: Tensor, weights: list[float], values: list[Tensor]) -> Tensor:
-    r""":math:`c\,x + \sum_j w_j v_j` with host coefficients: one product, then fused adds."""
-    out = x * c
-    for w, v in zip(weights, values, strict=True):
-        out.add_(v, alpha=w)
-    return out
 
 
 @register
@@ -169,7 +140,7 @@ class UniPC(Sampler):
         m_i = ctx.predict(x, i, "x0" if self.prediction == "data" else "eps")
         if self.corrector and i > 0:  # UniC: correct x_i from x_{i-1} with the evaluation just made
             c, w = corr[i]
-            x = _combine(c, x_prev, w, hist[: len(w) - 1] + [m_i])
+            x = combine(c, x_prev, w, hist[: len(w) - 1] + [m_i])
         hist = ([m_i] + hist)[: self.p]
         c, w = pred[i]
-        return _combine(c, x, w, hist[: orders[i]]), (pred, corr, orders, hist, x)
+        return combine(c, x, w, hist[: orders[i]]), (pred, corr, orders, hist, x)

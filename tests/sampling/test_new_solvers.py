@@ -487,7 +487,7 @@ def test_new_samplers_bad_options_name_the_argument(name, opts, match):
 
 
 def test_phi_functions():
-    from scoresde.sampling.unipc import phi
+    from scoresde.sampling.coefficients import phi
 
     for z in (-3.0, -0.9, -1e-3, 0.0, 1e-4, 0.7, 2.5):
         exact1 = math.expm1(z) / z if z else 1.0
