@@ -24,7 +24,9 @@ class AugmentedFlow(ProbabilityFlow):
         score_fn: ``score_fn(x, t)`` with ``t`` of shape ``(batch,)``.
         sde: the forward SDE; its diffusion must not depend on ``x``.
         trace: ``"exact"`` or ``"hutchinson"``.
-        probes: for Hutchinson, the fixed probes ``(n, batch, *S)`` used for the whole solve.
+        probes: for Hutchinson, the fixed probes ``(n, batch, *S)`` used for the whole solve. With
+            ``n >= 2`` the divergence part of the state is one integral per probe, shape
+            ``(batch, n)`` (their spread is each sample's standard error); with one, ``(batch,)``.
         chunk_size: basis directions (exact) or probes (Hutchinson) per vmap chunk.
 
     ``batching`` (a :class:`~scoresde.likelihood.divergence.Batching`) decides at the first
@@ -50,4 +52,9 @@ class AugmentedFlow(ProbabilityFlow):
         kw = dict(batching=self.batching, stacked=stacked)
         if self.trace == "exact":
             return exact_divergence(v, x, self.chunk_size, **kw)
-        return hutchinson_divergence(v, x, self.probes, self.chunk_size, **kw)
+        return hutchinson_divergence(v, x, self.probes, self.chunk_size, per_probe=self.per_probe, **kw)
+
+    @property
+    def per_probe(self) -> bool:
+        """Whether the state keeps one divergence integral per probe (Hutchinson, two or more probes)."""
+        return self.trace == "hutchinson" and self.probes is not None and self.probes.shape[0] > 1

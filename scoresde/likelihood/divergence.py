@@ -201,8 +201,11 @@ def hutchinson_divergence(
     *,
     batching: str | Batching = "auto",
     stacked: Field | None = None,
+    per_probe: bool = False,
 ) -> tuple[Tensor, Tensor]:
-    r"""``(v(x), mean_k eps_k^T J_v(x) eps_k)``: the Hutchinson estimate, shape ``(batch,)``.
+    r"""``(v(x), mean_k eps_k^T J_v(x) eps_k)``: the Hutchinson estimate, shape ``(batch,)``; with
+    ``per_probe=True`` each probe's quadratic form :math:`\epsilon_k^\top J_v(x)\,\epsilon_k`, shape
+    ``(batch, n_probes)`` (whose spread gives each sample's standard error).
 
     One forward pass and one backward pass per probe (plain autograd, the cheapest way for a
     handful of probes; several probes go through one batched backward pass).
@@ -218,16 +221,22 @@ def hutchinson_divergence(
     """
     n = probes.shape[0]
     step = n if chunk_size is None else min(chunk_size, n)
+
+    def result(out: Tensor, forms: list[Tensor]) -> tuple[Tensor, Tensor]:  # forms: (k, batch) blocks
+        each = torch.cat(forms).T  # (batch, n)
+        return out, each if per_probe else each.mean(1)
+
     if n == 1:  # the common case, without the chunk bookkeeping
         with torch.enable_grad():
             y, out = _with_graph(v, x)
             row = _vjp(out, y, probes[0], batched=False, retain=False)
-        return out.detach(), (row * probes[0]).flatten(1).sum(1)
+        form = (row * probes[0]).flatten(1).sum(1)
+        return out.detach(), form[:, None] if per_probe else form
 
     def batched() -> tuple[Tensor, Tensor]:
+        forms = []
         with torch.enable_grad():
             y, out = _with_graph(v, x)
-            total = x.new_zeros(x.shape[0])
             for start in range(0, n, step):
                 eps = probes[start : start + step]
                 last = start + step >= n
@@ -235,17 +244,17 @@ def hutchinson_divergence(
                     rows = _vjp(out, y, eps[0], batched=False, retain=not last)[None]
                 else:
                     rows = _vjp(out, y, eps, batched=True, retain=not last)
-                total = total + (rows * eps).flatten(2).sum(2).sum(0)
-        return out.detach(), total / n
+                forms.append((rows * eps).flatten(2).sum(2))
+        return result(out.detach(), forms)
 
     def replicated() -> tuple[Tensor, Tensor]:
-        out, total = None, x.new_zeros(x.shape[0])
+        out, forms = None, []
         for start in range(0, n, step):
             eps = probes[start : start + step]
             first, rows = _replicated_vjps(stacked or v, x, eps)
             out = first if out is None else out
-            total = total + (rows * eps).flatten(2).sum(2).sum(0)
-        return out, total / n
+            forms.append((rows * eps).flatten(2).sum(2))
+        return result(out, forms)
 
     return as_batching(batching).run(batched, replicated)
 
