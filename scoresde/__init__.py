@@ -38,6 +38,7 @@ from .sampling import (
 )
 from .sde import SDE, VESDE, VPSDE, DiscreteVPSDE, LinearSDE, LinearSDEBase, ReverseSDE, SubVPSDE
 from .training import DSMLoss, Run, SlicedScoreMatchingLoss, TrainConfig, Trainer, load_run
+from .training.distillation import distill
 
 __version__ = "0.1.0"
 
@@ -82,6 +83,7 @@ __all__ = [
     "Run",
     "DSMLoss",
     "SlicedScoreMatchingLoss",
+    "distill",
     "ToyDataset",
     "MixtureDataset",
     "digits_dataset",

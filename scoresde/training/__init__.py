@@ -14,6 +14,7 @@ from .checkpoint import (
 )
 from .classifier import NoisyClassifier, fit_noisy_classifier
 from .config import TrainConfig
+from .distillation import DistillationLoss, DistilledStudent, DistillResult, RoundInfo, distill
 from .ema import EMA
 from .losses import DSMLoss, SlicedScoreMatchingLoss
 from .run import Run, load_run
@@ -40,4 +41,9 @@ __all__ = [
     "distributed",
     "NoisyClassifier",
     "fit_noisy_classifier",
+    "distill",
+    "DistillationLoss",
+    "DistillResult",
+    "DistilledStudent",
+    "RoundInfo",
 ]
