@@ -33,7 +33,7 @@ def toy_sample(name: str, n: int, *, generator: torch.Generator | None = None, s
     Args:
         name: one of :data:`TOY_NAMES`.
         n: number of points.
-        generator / seed: the randomness (a seed builds a fresh generator).
+        generator, seed: the randomness (a seed builds a fresh generator).
         noise: std of the Gaussian jitter (each set has its own default).
     """
     check_choice("name", name, TOY_NAMES)
