@@ -197,6 +197,34 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.set_defaults(run=grids.fit_grid_cmd)
 
+    p = sub.add_parser(
+        "distill", formatter_class=_FORMATTER, help="distil a run's DDIM sampler into a few-step student",
+        description="Progressive distillation (Salimans & Ho 2022) of the run's DDIM (eta = 0) sampler on a "
+                    "log-SNR-uniform grid of --steps steps: --rounds rounds, each halving the steps, each student "
+                    "initialised from its teacher (round 1: the run's EMA weights). Round r trains in its own run "
+                    "folder OUT/round_r/ (config.json, metrics.csv, checkpoints/) and writes OUT/round_r/grid.json, "
+                    "the student's times. Rerunning the same command skips finished rounds and resumes an "
+                    "interrupted one from its newest checkpoint (a changed configuration is refused).",
+        epilog="Example: scoresde distill --checkpoint runs/toy --steps 64 --rounds 4 --out runs/toy-distilled && "
+               "scoresde sample --checkpoint runs/toy-distilled/round_4 --sampler ddim "
+               "--grid runs/toy-distilled/round_4/grid.json")
+    p.add_argument("--checkpoint", required=True, help="the teacher: a checkpoint file or a run folder (its newest)")
+    p.add_argument("--steps", type=int, default=64, help="the teacher's DDIM steps N (default 64)")
+    p.add_argument("--rounds", type=int, default=4, help="halvings R: the student takes N / 2**R steps (default 4)")
+    p.add_argument("--out", required=True, metavar="DIR", help="folder for the rounds' run folders round_1/, ...")
+    p.add_argument("--train-steps", type=int, default=2000, help="optimiser steps per round (default 2000)")
+    p.add_argument("--batch-size", type=int, default=256, help="training batch size (default 256)")
+    p.add_argument("--lr", type=float, default=1e-4, help="AdamW learning rate (default 1e-4)")
+    p.add_argument("--ema-decay", type=float, default=0.999, help="EMA decay of the students (default 0.999)")
+    p.add_argument("--checkpoint-every", type=int, default=500,
+                   help="checkpoint every this many steps within a round (default 500; 0: at its end only)")
+    p.add_argument("--data", default=None, help="training data (ring, digits, a toy set name or a .npz file; "
+                   "default: the run's training data)")
+    _sde_option(p, "the SDE of a run trained with a class that is not built in, or a replacement for the run's")
+    _progress_option(p)
+    _common(p)
+    p.set_defaults(run=commands.distill_cmd)
+
     p = sub.add_parser("export", formatter_class=_FORMATTER, help="write a run's weights as a .safetensors file",
                        description="Export the weights of a trained run (EMA by default) to a safetensors file that "
                                    "other tools read; the run's config, step and which weights they are go into its "

@@ -366,3 +366,59 @@ def export_cmd(args: argparse.Namespace) -> int:
     run.save_safetensors(out)
     print(f"{run.weights} weights of step {run.step} ({len(run.model.state_dict())} tensors) -> {out}")
     return 0
+
+
+# ---- distill ---------------------------------------------------------------------------------
+def distill_cmd(args: argparse.Namespace) -> int:
+    """Progressive distillation of a run's DDIM sampler (ss.distill); one run folder per round."""
+    from ..training.distillation import GRID_FILE, distill
+
+    rounds = check_int("--rounds", args.rounds, 1)
+    steps = check_int("--steps", args.steps, 2)
+    if steps % (2**rounds):
+        raise CLIError(f"--steps {steps} must be divisible by 2**--rounds = {2**rounds} (each round halves the steps)")
+    check_int("--train-steps", args.train_steps, 1)
+    check_int("--batch-size", args.batch_size, 1)
+    check_int("--checkpoint-every", args.checkpoint_every, 0)
+    lr = check_real("--lr", args.lr)
+    if not lr > 0:
+        raise CLIError(f"--lr must be positive, got {args.lr!r}")
+    ema = check_real("--ema-decay", args.ema_decay)
+    if not 0 <= ema < 1:
+        raise CLIError(f"--ema-decay must lie in [0, 1), got {args.ema_decay!r}")
+    check_seed("--seed", args.seed)
+    check_sde_option(args.sde)
+    out = check_writable_dir(args.out, "--out")
+    device = resolve_device(args.device)
+    torch.manual_seed(args.seed)
+    run = load_cli_run(args.checkpoint, device, args.sde)
+    if not isinstance(run.sde, LinearSDEBase):
+        raise CLIError(f"distillation needs a linear SDE (DDIM and the target use its marginals); this run's SDE is "
+                       f"{run.sde!r}")
+    spec = run_data_spec(run)
+    if args.data is not None:
+        spec = {**(spec or {}), "name": args.data}
+    elif spec is None:
+        raise CLIError(f"--checkpoint {args.checkpoint!r} records no data set (not trained by `scoresde train`): "
+                       f"pass --data")
+    check_data_file(args.data, "--data")
+    data = build_data(spec, "train", "--data")
+    if tuple(data[0].shape) != run.data_shape:
+        raise CLIError(f"--data {spec['name']!r} has samples of shape {tuple(data[0].shape)}, but the model was "
+                       f"trained on shape {run.data_shape}")
+    meta = {**run.metadata, "distilled_from": str(args.checkpoint)}
+    if "cli" in meta:  # the data the student was distilled on, for `scoresde compare/likelihood --checkpoint`
+        meta["cli"] = {**meta["cli"], "data": spec}
+    print(f"distilling {args.checkpoint} ({run.weights} weights, step {run.step}): DDIM {steps} -> "
+          f"{steps // 2**rounds} steps in {rounds} round(s) of {args.train_steps} steps; writing to {out}")
+    res = distill(run.model, run.sde, data, steps=steps, rounds=rounds, out_dir=out, train_steps=args.train_steps,
+                  device=device, metadata=meta, batch_size=args.batch_size, lr=lr, ema_decay=ema,
+                  checkpoint_every=args.checkpoint_every, seed=args.seed, progress=show_progress(args))
+    for r in res.rounds:
+        how = f"{r.seconds:.1f} s" if r.seconds else f"finished before (resumed at step {r.resumed_from})"
+        print(f"round {r.round}: {r.teacher_steps} -> {r.student_steps} steps, {r.train_steps} optimiser steps, "
+              f"{how}, final loss {r.final_loss:.4g} -> {r.path}")
+    last = res.rounds[-1].path
+    print(f"sample the {len(res.grid) - 1}-step student with: scoresde sample --checkpoint {last} --sampler ddim "
+          f"--grid {last / GRID_FILE}")
+    return 0

@@ -35,8 +35,11 @@ unstable at one or two steps in the paper.
 **The final denoising step.** ``ss.sample`` ends by default with Tweedie's step at
 :math:`\varepsilon` (``denoise=True``, one more evaluation), which the CLI's ``sample`` does too. So
 that it stays the teacher's, one index in :math:`K + 1` is the denoising one: :math:`x_\varepsilon` from
-the forward marginal and the target the teacher's own :math:`\hat x_0(x_\varepsilon, \varepsilon)`
-(same weight). With ``denoise=False`` the student's map ends at :math:`\varepsilon` after exactly
+the forward marginal and the target the teacher's own :math:`\hat x_0(x_\varepsilon, \varepsilon)`, with
+weight 1: that step's output *is* :math:`\hat x_0`, so its x0 error is the sample's error, whereas
+the SNR there (:math:`10^4` at :math:`\sigma/\alpha = 0.01`) would make this one index outweigh the
+K steps (measured: with it, a fresh student's error at :math:`t = T` grew while the denoising
+loss fell). With ``denoise=False`` the student's map ends at :math:`\varepsilon` after exactly
 :math:`K` evaluations.
 
 **Rounds.** ``distill(..., steps=N, rounds=R)`` runs R rounds, :math:`N \to N/2 \to \dots \to N/2^R` steps,
@@ -166,10 +169,11 @@ class DistillationLoss:
         return out
 
     # ---- the loss -----------------------------------------------------------------------------
-    def __call__(self, model: Callable, x0: Tensor, generator: torch.Generator | None = None, *,
-                 shard: tuple[int, int] | None = None, y: Tensor | None = None) -> Tensor:
-        """Per-sample losses of ``x0``, shape ``(batch,)`` (``shard=(start, total)``: as for
-        :class:`~scoresde.training.DSMLoss`, the draws cover the global batch)."""
+    def draw(self, x0: Tensor, generator: torch.Generator | None = None, *,
+             shard: tuple[int, int] | None = None) -> tuple[Tensor, Tensor]:
+        r"""The training states: student indices :math:`i` uniform in :math:`[0, K]` (``[0, K)``
+        without ``denoise``) and :math:`x_t = \alpha_t x_0 + \sigma_t n` at :math:`t = \tau_i`; the
+        draws cover the ``total`` rows of ``shard=(start, total)`` and this shard's are kept."""
         check_float_tensor("x0", x0)
         if x0.dim() < 1 or x0.shape[0] == 0:
             raise ArgumentError(f"x0 must have a non-empty batch dimension, got shape {tuple(x0.shape)}")
@@ -182,13 +186,22 @@ class DistillationLoss:
         noise = torch.randn((total, *x0.shape[1:]), generator=generator, device=gen_dev, dtype=x0.dtype)
         rows = slice(start, start + n)
         idx, noise = idx[rows].to(x0.device), noise[rows].to(x0.device)
-        times = self.student_times.to(device=x0.device, dtype=x0.dtype)
-        t = times[idx]
         alpha, sigma = self._a.to(x0.device, x0.dtype)[idx], self._s.to(x0.device, x0.dtype)[idx]
-        xt = expand_to(alpha, x0) * x0 + expand_to(sigma, x0) * noise
+        return idx, expand_to(alpha, x0) * x0 + expand_to(sigma, x0) * noise
+
+    def __call__(self, model: Callable, x0: Tensor, generator: torch.Generator | None = None, *,
+                 shard: tuple[int, int] | None = None, y: Tensor | None = None) -> Tensor:
+        """Per-sample losses of ``x0``, shape ``(batch,)`` (``shard=(start, total)``: as for
+        :class:`~scoresde.training.DSMLoss`, the draws cover the global batch)."""
+        idx, xt = self.draw(x0, generator, shard=shard)
+        t = self.student_times.to(device=x0.device, dtype=x0.dtype)[idx]
+        alpha, sigma = self._a.to(x0.device, x0.dtype)[idx], self._s.to(x0.device, x0.dtype)[idx]
         target = self.target(xt, idx, y)
         pred = _data_x0(model, xt, t, self.sde, y)
         weight = (alpha.square() / sigma.square()).clamp(min=1.0)  # truncated SNR: max(SNR, 1)
+        # the denoising step outputs x0_hat itself: its x0 error is the sample's error (weight 1; SNR
+        # there, 1e4 at sigma/alpha = 0.01, would drown the K steps' losses)
+        weight = torch.where(idx < self.K, weight, torch.ones_like(weight))
         losses = weight * (pred - target).flatten(1).square().sum(1)
         self.last_loss = losses.detach().mean()
         return losses

@@ -1,0 +1,180 @@
+"""Progressive distillation on the ring mixture, measured against the exact probability-flow map.
+
+Teacher: the exact score of ``ss.analytic.ring_mixture()`` under ``ss.VPSDE()`` (no model error),
+run as DDIM (eta = 0) on the 64-step log-SNR-uniform grid down to DDIM's default end time
+(sigma/alpha = 0.01). Student: ``ss.ScoreModel(ss.MLP(2, HIDDEN, 3), sde, "v", data_std=4)``,
+freshly initialised, distilled by ``ss.distill`` over 6 rounds: 64 -> 32 -> 16 -> 8 -> 4 -> 2 -> 1.
+
+For each student (K steps) and, beside it, the exact score's DDIM at K and at 2K steps on the
+log-SNR grid of that many steps (the same end points), from the same prior draws x_T (``--n``
+per seed, ``--seeds``), all with ``denoise=False`` so that a map of K steps costs K evaluations:
+
+* ``map_err``: mean Euclidean distance between the output and the exact PF-ODE map of the same
+  x_T (``ss.decode`` of the exact score in float64, rtol = atol = 1e-8, to the same end time);
+* ``disp_err``, ``mode_tv``, ``sw``: dispersion error, mode-weight TV and sliced W2 against exact
+  samples, each with its noise floor (``benchmarks/few_step.py``'s ``Reference``: the same
+  measure of another exact set of the same size); ``sw_ratio`` = sw / floor (the sampler
+  quality check asks <= 1.5, and dispersion error <= 0.06).
+
+Run (about 15 minutes on one core; the rounds' run folders go to ``--out``; a rerun skips the
+rounds that finished and resumes an interrupted one):
+
+    OMP_NUM_THREADS=1 python benchmarks/distill.py
+
+Outputs: benchmarks/results/distill_ring.csv (one row per method, K and seed), distill_rounds.csv
+(training cost per round), distill_ring.png (samples of the 1-, 2-, 4- and 8-step students and
+DDIM); ``--summary`` prints the markdown tables from the CSVs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import pathlib
+import platform
+import statistics
+import sys
+import time
+
+import torch
+
+import scoresde as ss
+
+HERE = pathlib.Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from few_step import Reference  # noqa: E402  (benchmarks/ is a folder of scripts)
+
+RESULTS = HERE / "results"
+STEPS, ROUNDS = 64, 6
+
+
+def ddim(score, sde, x_T, grid):
+    return ss.sample(score, sde, tuple(x_T.shape), sampler="ddim", grid=grid, x_start=x_T, denoise=False,
+                     check_every=0).x
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", default="/tmp/scoresde_distill_ring", help="the distillation's run folders")
+    ap.add_argument("--n", type=int, default=2000)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--hidden", type=int, default=256)
+    ap.add_argument("--train-steps", type=int, nargs="+", default=[6000, 3000, 3000, 3000, 3000, 3000])
+    ap.add_argument("--batch-size", type=int, default=256)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--summary", action="store_true", help="print the tables from the CSVs and stop")
+    args = ap.parse_args()
+    if args.summary:
+        summary()
+        return
+    torch.set_num_threads(1)
+    sde = ss.VPSDE()
+    gmm64 = ss.analytic.ring_mixture().to(dtype=torch.float64)
+    exact64 = gmm64.score_fn(sde)
+    exact32 = ss.analytic.ring_mixture().to(dtype=torch.float32).score_fn(sde)
+    data = ss.MixtureDataset(ss.analytic.ring_mixture(), 20_000, seed=1)
+    torch.manual_seed(0)
+    student = ss.ScoreModel(ss.MLP(2, args.hidden, 3), sde, "v", data_std=4.0)
+    began = time.perf_counter()
+    res = ss.distill(exact32, sde, data, steps=STEPS, rounds=ROUNDS, student=student, out_dir=args.out,
+                     train_steps=args.train_steps, batch_size=args.batch_size, lr=args.lr, warmup_steps=100,
+                     lr_schedule="cosine", min_lr_ratio=0.05, ema_decay=0.995, checkpoint_every=500,
+                     log_every=100, progress=False, seed=0)
+    print(f"distillation: {time.perf_counter() - began:.0f} s in this call")
+    RESULTS.mkdir(exist_ok=True)
+    with open(RESULTS / "distill_rounds.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["round", "teacher_steps", "student_steps", "train_steps", "batch_size", "seconds", "final_loss"])
+        for r in res.rounds:
+            w.writerow([r.round, r.teacher_steps, r.student_steps, r.train_steps, args.batch_size,
+                        f"{r.seconds:.1f}", f"{r.final_loss:.6g}"])
+    for r in res.rounds:
+        print(f"round {r.round}: {r.teacher_steps} -> {r.student_steps} steps, {r.train_steps} steps of "
+              f"{args.batch_size}, {r.seconds / 60:.2f} min, final loss {r.final_loss:.4g}")
+
+    ref = Reference("ring", gmm64, args.n, args.seeds)
+    students = {s.steps: s for s in res.students}
+    rows, shown = [], {}
+    for seed in args.seeds:
+        x_T = sde.prior_sample((args.n, 2), generator=torch.Generator().manual_seed(seed)).to(torch.float64)
+        exact_map = ss.likelihood.decode(exact64, sde, x_T, eps=float(res.grid[-1]), rtol=1e-8, atol=1e-8)
+        for k in sorted(students):
+            s = students[k]
+            grid_k = ss.training.distillation.distillation_grid(sde, k)
+            assert torch.allclose(grid_k, s.grid, rtol=1e-10, atol=1e-12), "the student's grid is DDIM's log-SNR grid"
+            outs = {
+                "student": ddim(s.model, sde, x_T.float(), s.grid).double(),
+                "ddim": ddim(exact64, sde, x_T, grid_k),
+                "ddim_2x": ddim(exact64, sde, x_T, ss.training.distillation.distillation_grid(sde, 2 * k)),
+            }
+            for method, x in outs.items():
+                nfe = 2 * k if method == "ddim_2x" else k
+                q = ref.score(x)
+                floor = ref.floors[args.seeds.index(seed)]
+                err = float((x - exact_map).norm(dim=1).mean())
+                rows.append({"method": method, "steps": k, "nfe": nfe, "seed": seed, "map_err": err,
+                             **q, **{f"{m}_floor": floor[m] for m in q}})
+                if seed == args.seeds[0]:
+                    shown[method, k] = x
+        shown["exact", 0] = exact_map
+    with open(RESULTS / "distill_ring.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    plot(shown, sorted(students))
+    summary()
+
+
+def plot(shown, ks) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ks = [k for k in ks if k <= 8]
+    fig, axes = plt.subplots(2, len(ks) + 1, figsize=(3 * (len(ks) + 1), 6), sharex=True, sharey=True)
+    for col, k in enumerate(ks):
+        for row, method in enumerate(("student", "ddim")):
+            ax = axes[row, col]
+            x = shown[method, k]
+            ax.scatter(x[:, 0], x[:, 1], s=1, alpha=0.4)
+            ax.set_title(f"{method}, {k} step{'s' if k > 1 else ''}", fontsize=9)
+    for row in range(2):
+        x = shown["exact", 0]
+        axes[row, -1].scatter(x[:, 0], x[:, 1], s=1, alpha=0.4, color="k")
+        axes[row, -1].set_title("exact PF-ODE map", fontsize=9)
+    for ax in axes.flat:
+        ax.set_xlim(-6.5, 6.5)
+        ax.set_ylim(-6.5, 6.5)
+        ax.set_aspect("equal")
+    fig.tight_layout()
+    fig.savefig(RESULTS / "distill_ring.png", dpi=110)
+
+
+def summary() -> None:
+    rows = list(csv.DictReader(open(RESULTS / "distill_ring.csv")))
+    print(f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, 1 thread\n")
+    print("| method | steps | NFE | map error | dispersion err (floor) | mode TV (floor) | sliced W2 (floor) | SW / floor |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    order = {"student": 0, "ddim": 1, "ddim_2x": 2}
+    keys = sorted({(r["method"], int(r["steps"])) for r in rows}, key=lambda k: (-k[1], order[k[0]]))
+    for method, k in keys:
+        sel = [r for r in rows if r["method"] == method and int(r["steps"]) == k]
+
+        def m(name, sel=sel):
+            return statistics.mean(float(r[name]) for r in sel)
+
+        name = {"student": "student", "ddim": "DDIM (exact score)", "ddim_2x": "DDIM, 2x steps"}[method]
+        print(f"| {name} | {k} | {sel[0]['nfe']} | {m('map_err'):.4f} | {m('disp_err'):.3f} ({m('disp_err_floor'):.3f}) "
+              f"| {m('mode_tv'):.3f} ({m('mode_tv_floor'):.3f}) | {m('sw'):.3f} ({m('sw_floor'):.3f}) "
+              f"| {m('sw') / m('sw_floor'):.2f} |")
+    rounds = list(csv.DictReader(open(RESULTS / "distill_rounds.csv")))
+    print("\n| round | teacher -> student steps | optimiser steps (batch) | minutes | final loss |")
+    print("|---:|---|---:|---:|---:|")
+    for r in rounds:
+        print(f"| {r['round']} | {r['teacher_steps']} -> {r['student_steps']} | {r['train_steps']} ({r['batch_size']}) "
+              f"| {float(r['seconds']) / 60:.2f} | {float(r['final_loss']):.4g} |")
+
+
+if __name__ == "__main__":
+    main()
