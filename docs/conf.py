@@ -230,10 +230,12 @@ class BenchmarkFigures(SphinxDirective):
         for png in pngs:
             self.env.note_dependency(str(png))
             figure = nodes.figure(ids=[nodes.make_id(f"plot-{png.stem}")])
-            figure += nodes.image(uri=os.path.relpath(png, here), alt=png.name, width="100%")
-            text = captions.get(png.name)
-            figure += nodes.caption(text="", children=[nodes.literal(text=png.name)]
-                                    + ([nodes.Text(": " + text)] if text else []))
+            figure += nodes.image(uri=os.path.relpath(png, here), alt=png.name)
+            caption = nodes.caption()
+            caption += nodes.literal(text=png.name)
+            if png.name in captions:
+                caption += nodes.Text(": " + captions[png.name])
+            figure += caption
             out.append(figure)
         return out
 

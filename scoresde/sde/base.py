@@ -44,7 +44,7 @@ class SDE(abc.ABC):
 
     * ``T`` -- end time (default 1.0);
     * ``eps`` -- the smallest time samplers and likelihoods go down to (default 1e-5);
-    * ``prior_std`` -- the prior :math:`p_T = \mathcal N(0, \text{prior\_std}^2 I)`, or override
+    * ``prior_std`` -- the prior :math:`p_T = \mathcal N(0, \mathtt{prior\_std}^2 I)`, or override
       :meth:`prior_sample` and :meth:`prior_log_prob` for another prior;
     * ``state_dependent_diffusion`` -- set True when ``diffusion`` depends on ``x``. The noise is
       then assumed diagonal with :math:`g_i` a function of :math:`x_i` (and t) only, and the
@@ -86,7 +86,7 @@ class SDE(abc.ABC):
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> Tensor:
-        r"""Draw :math:`x_T \sim p_T = \mathcal N(0, \text{prior\_std}^2 I)` of the given shape.
+        r"""Draw :math:`x_T \sim p_T = \mathcal N(0, \mathtt{prior\_std}^2 I)` of the given shape.
 
         ``device`` defaults to the generator's; a generator on another device than ``device``
         is refused (torch cannot draw with it there).

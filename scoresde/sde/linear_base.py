@@ -134,7 +134,7 @@ class LinearSDEBase(SDE):
 
     @property
     def prior_std(self) -> float:
-        r"""Std of the prior :math:`p_T = \mathcal N(0, \text{prior\_std}^2 I)`; default :math:`\sigma_T`."""
+        r"""Std of the prior :math:`p_T = \mathcal N(0, \mathtt{prior\_std}^2 I)`; default :math:`\sigma_T`."""
         if self._prior_std_value is None:
             _, sigma = self.marginal(torch.tensor(float(self.T), dtype=torch.float64))
             self._prior_std_value = float(sigma)
