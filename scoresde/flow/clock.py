@@ -30,6 +30,20 @@ did not help VP either: Euler 0.59 0.77 0.90 in 64-D.) Adaptive solves (dopri5 a
 1e-5): from data towards noise (the likelihood, ``encode``) VE needs 15-20 % fewer evaluations in
 :math:`\sigma` (``benchmarks/likelihood.py``; encode 134 against 140), but from noise to data (the
 ``ode`` sampler) 212 in :math:`\sigma` against 110 in :math:`t`; VP needs fewer in :math:`t` both ways.
+
+At equal accuracy (the likelihood with the exact trace and the exact prior, mean per-point error
+against the mixture's exact :math:`\log p_\varepsilon`, dopri5 at rtol = atol = 1e-3 / 1e-4 / 1e-5;
+2-D ring, 256 points; ``random_mixture(64)``, 64 points), evaluations in t / :math:`\sigma` /
+:math:`\log\sigma` (equal steps in log-SNR):
+
+* VP 2-D: 63 / 87 / 93, 93 / 123 / 135, 111 / 159 / 177, errors within 2x of each other at each
+  tolerance; VP 64-D: 141 / 135 / 99 (errors 0.56 / 0.45 / 1.7), 159 / 183 / 231, 189 / 213 / 249
+  (errors 5.0e-3 / 5.8e-3 / 4.9e-3).
+* VE 2-D: 93 / 75 / 93, 111 / 111 / 111, 153 / 141 / 171 (errors 8.5e-5 / 6.8e-5 / 7.9e-5);
+  VE 64-D: 123 / 123 / 141, 153 / 153 / 171, 243 / 207 / 261 (errors 2.7e-3 / 2.2e-3 / 2.5e-3).
+
+So t stays the likelihood's variable on VP and :math:`\sigma` on VE; log-SNR is the worst of the
+three on both (2026-12-02).
 """
 
 from __future__ import annotations

@@ -12,9 +12,12 @@ from torch import Tensor
 
 from ..flow import ProbabilityFlow
 from ..sde import SDE, ScoreFn
-from .divergence import Batching, exact_divergence, hutchinson_divergence
+from .divergence import Batching, exact_divergence, hutchinson_divergence, hutchpp_divergence
 
-TRACE_TYPES = ("exact", "hutchinson")
+TRACE_TYPES = ("exact", "hutchinson", "hutch++")
+
+#: the estimators whose probes are drawn per solve (and whose spread gives standard errors)
+STOCHASTIC_TRACES = ("hutchinson", "hutch++")
 
 
 class AugmentedFlow(ProbabilityFlow):
@@ -23,8 +26,9 @@ class AugmentedFlow(ProbabilityFlow):
     Args:
         score_fn: ``score_fn(x, t)`` with ``t`` of shape ``(batch,)``.
         sde: the forward SDE; its diffusion must not depend on ``x``.
-        trace: ``"exact"`` or ``"hutchinson"``.
-        probes: for Hutchinson, the fixed probes ``(n, batch, *S)`` used for the whole solve. With
+        trace: ``"exact"``, ``"hutchinson"`` or ``"hutch++"``.
+        probes: for Hutchinson, the fixed probes ``(n, batch, *S)`` used for the whole solve (for
+            Hutch++, the pair ``(sketch, probes)``, both fixed for the solve). With
             ``n >= 2`` the divergence part of the state is one integral per probe, shape
             ``(batch, n)`` (their spread is each sample's standard error); with one, ``(batch,)``.
         chunk_size: basis directions (exact) or probes (Hutchinson) per vmap chunk.
@@ -52,9 +56,13 @@ class AugmentedFlow(ProbabilityFlow):
         kw = dict(batching=self.batching, stacked=stacked)
         if self.trace == "exact":
             return exact_divergence(v, x, self.chunk_size, **kw)
+        if self.trace == "hutch++":
+            return hutchpp_divergence(v, x, *self.probes, per_probe=self.per_probe, **kw)
         return hutchinson_divergence(v, x, self.probes, self.chunk_size, per_probe=self.per_probe, **kw)
 
     @property
     def per_probe(self) -> bool:
-        """Whether the state keeps one divergence integral per probe (Hutchinson, two or more probes)."""
+        """Whether the state keeps one divergence integral per (residual) probe: two or more of them."""
+        if self.trace == "hutch++":
+            return self.probes[1].shape[0] > 1
         return self.trace == "hutchinson" and self.probes is not None and self.probes.shape[0] > 1

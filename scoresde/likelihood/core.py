@@ -46,7 +46,7 @@ from ..errors import (
 )
 from ..flow import check_adaptive_method, check_flow_sde, reporting_score_failures, solve
 from ..sde import SDE, ScoreFn
-from .augmented import TRACE_TYPES, AugmentedFlow
+from .augmented import STOCHASTIC_TRACES, TRACE_TYPES, AugmentedFlow
 from .divergence import NOISE_TYPES, check_score_differentiable, draw_probes
 
 
@@ -115,7 +115,7 @@ class LikelihoodResult:
             :math:`\\hat s/\\sqrt{k}` with :math:`\\hat s` their sample standard deviation; None for the
             exact trace (no estimator noise) and for one probe (no spread to estimate it from).
         probes: Hutchinson: the probes each sample's estimate averages, shape ``(batch,)`` (more where
-            ``target_se`` asked for them); None for the exact trace.
+            ``target_se`` asked for them; Hutch++: its residual probes); None for the exact trace.
     """
 
     log_p: Tensor
@@ -164,9 +164,14 @@ def log_likelihood(
             linear SDE, :class:`~scoresde.LinearSDEBase`, and custom drifts).
         x: data, shape ``(batch, *dims)``, float32 or float64, on any device.
         trace: ``"exact"`` (full Jacobian trace, ``D`` vector-Jacobian products per step;
-            practical to a few hundred dimensions on a CPU) or ``"hutchinson"`` (unbiased).
+            practical to a few hundred dimensions on a CPU), ``"hutchinson"`` (unbiased) or
+            ``"hutch++"`` (unbiased, Hutchinson on the complement of a sketched subspace whose
+            part of the trace is exact: :func:`~scoresde.likelihood.divergence.hutchpp_divergence`).
         noise: Hutchinson probe distribution, ``"rademacher"`` (lower variance) or ``"gaussian"``.
-        probes: Hutchinson probes per sample, averaged; drawn once, fixed for the whole solve.
+        probes: Hutchinson probes per sample, averaged; drawn once, fixed for the whole solve. For
+            Hutch++ the vector-Jacobian products per evaluation, at least 3: ``probes // 3`` sketch
+            directions, as many for the exact part, the rest residual probes (the equal split of
+            Meyer et al.).
         method: adaptive torchdiffeq method.
         rtol, atol: solver tolerances (on both ``x_t`` and the divergence integral).
         eps: start time; default ``sde.eps``. ``log_p`` is the density of :math:`p_\varepsilon`.
@@ -210,13 +215,23 @@ def log_likelihood(
     if prior_log_prob is not None:
         check_callable("prior_log_prob", prior_log_prob, "z -> (batch,)")
 
+    if trace == "hutch++":
+        if probes < 3:
+            raise ArgumentError(f"trace='hutch++' needs probes >= 3 (a third sketch, a third exact part, a third "
+                                f"residual probes), got probes={probes}")
+        sketch_size = min(probes // 3, x[0].numel())
+        residual = probes - 2 * sketch_size
+    else:
+        sketch_size, residual = 0, probes
     if target_se is not None:
         target_se = check_positive("target_se", target_se)
-        if trace != "hutchinson":
-            raise ArgumentError(f"target_se needs trace='hutchinson' (the exact trace has no estimator noise), got {trace!r}")
-        if probes < 2:
-            raise ArgumentError(f"target_se needs probes >= 2 to estimate each sample's spread, got probes={probes}")
-    max_probes = check_int("max_probes", max_probes, minimum=probes)
+        if trace not in STOCHASTIC_TRACES:
+            raise ArgumentError(f"target_se needs trace='hutchinson' or 'hutch++' (the exact trace has no estimator "
+                                f"noise), got {trace!r}")
+        if residual < 2:
+            raise ArgumentError(f"target_se needs two or more (residual) probes to estimate each sample's spread, got "
+                                f"probes={probes}")
+    max_probes = check_int("max_probes", max_probes, minimum=residual)
 
     batch, dims = x.shape[0], x[0].numel()
     with reporting_score_failures(x.shape):
@@ -227,23 +242,31 @@ def log_likelihood(
         """One solve from eps to T: (z, the divergence integral, per probe when there are several)."""
         nonlocal nfe
         system = AugmentedFlow(score_fn, sde, trace=trace, probes=eps_probes, chunk_size=chunk_size)
-        zeros = points.new_zeros((points.shape[0], eps_probes.shape[0]) if system.per_probe else points.shape[0])
+        if system.per_probe:  # one integral per (residual) probe
+            zeros = points.new_zeros(points.shape[0], (eps_probes[1] if trace == "hutch++" else eps_probes).shape[0])
+        else:
+            zeros = points.new_zeros(points.shape[0])
         with torch.no_grad():
             out = solve(system, (points, zeros), [eps, sde.T], like=points, method=method, rtol=rtol,
                         atol=atol, max_steps=max_steps, progress=progress, desc="log-likelihood").final
         nfe += system.nfe
         return out
 
+    def draw(points: Tensor, k: int):
+        """k (residual) probes for ``points``; for Hutch++ with a fresh sketch."""
+        if trace == "hutch++":
+            return draw_probes(points, sketch_size, noise, generator), draw_probes(points, k, noise, generator)
+        return draw_probes(points, k, noise, generator)
+
     if trace == "exact":
         z, delta = integrate(x, None)
         se = counts = None
     else:
-        z, forms = integrate(x, draw_probes(x, probes, noise, generator))
-        if probes == 1:
+        z, forms = integrate(x, draw(x, residual))
+        if residual == 1:
             delta, se, counts = forms, None, torch.ones(batch, dtype=torch.long, device=x.device)
         else:
-            delta, se, counts = _refine(forms, lambda idx, k: integrate(x[idx], draw_probes(x[idx], k, noise, generator))[1],
-                                        target_se, max_probes)
+            delta, se, counts = _refine(forms, lambda idx, k: integrate(x[idx], draw(x[idx], k))[1], target_se, max_probes)
     with torch.no_grad():
         prior = sde.prior_log_prob if prior_log_prob is None else prior_log_prob
         prior_lp = checked_prior_log_prob(prior, z)

@@ -47,7 +47,7 @@ def test_shape_rejected_by_score_fn(case):
         (dict(rtol=0.0), "rtol must be a number in \\(0, 1\\), got 0.0"),
         (dict(rtol=-1e-5), "rtol must be a number in \\(0, 1\\), got -1e-05"),
         (dict(atol=float("nan")), "atol must be a number in \\(0, 1\\)"),
-        (dict(trace="full"), "trace must be one of 'exact', 'hutchinson'; got 'full'"),
+        (dict(trace="full"), "trace must be one of 'exact', 'hutchinson', 'hutch[+][+]'; got 'full'"),
         (dict(trace="hutchinson", noise="uniform"), "noise must be one of 'rademacher', 'gaussian'; got 'uniform'"),
         (dict(noise="normal"), "noise must be one of"),
         (dict(probes=0), "probes must be an integer >= 1, got 0"),

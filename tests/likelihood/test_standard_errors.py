@@ -101,7 +101,8 @@ def test_target_se_warns_when_max_probes_is_not_enough(case):
 
 @pytest.mark.parametrize("kw,match", [
     (dict(trace="exact", target_se=0.1), "target_se needs trace='hutchinson'"),
-    (dict(trace="hutchinson", probes=1, target_se=0.1), "target_se needs probes >= 2"),
+    (dict(trace="hutchinson", probes=1, target_se=0.1), "target_se needs two or more [(]residual[)] probes"),
+    (dict(trace="hutch++", probes=2), "hutch[+][+].* needs probes >= 3"),
     (dict(trace="hutchinson", probes=2, target_se=-1.0), "target_se"),
     (dict(trace="hutchinson", probes=4, max_probes=2), "max_probes"),
 ])
