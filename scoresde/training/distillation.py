@@ -385,7 +385,7 @@ def distill(
                                                 "student_steps": loss.K, "sampler": "ddim"}}
         trainer = Trainer(_trainable_copy(start_from), loss, data, folder, config=config, device=device,
                           metadata=meta, steps=per_round[r - 1], **overrides)
-        if device is None and isinstance(current_teacher, nn.Module):
+        if isinstance(current_teacher, nn.Module):  # our frozen copy, or the last round's student
             current_teacher.to(trainer.device)
         resumed = trainer.resume() if folder is not None else 0
         began = time.perf_counter()
