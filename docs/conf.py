@@ -33,6 +33,9 @@ root_doc = "index"
 # the build output and the files no page should become
 exclude_patterns = ["_build", "Thumbs.db", ".DS_Store"]
 
+# textmacros: `\text{num\_bins}` in a docstring's formula shows num_bins, not a backslash
+mathjax3_config = {"loader": {"load": ["[tex]/textmacros"]}, "tex": {"packages": {"[+]": ["textmacros"]}}}
+
 myst_enable_extensions = ["dollarmath", "amsmath", "deflist"]
 myst_heading_anchors = 4  # `page.md#a-heading` links, as GitHub renders them (RESULTS.md sits one level down)
 
