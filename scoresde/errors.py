@@ -280,8 +280,13 @@ def as_time(t: Tensor | float, T: float, *, like: Tensor | None = None, name: st
         t = torch.tensor(float(t), dtype=dtype, device=device)
     check_float_tensor(name, t)
     if values_readable(t) and t.numel() > 0:
-        bad = ~((t >= 0) & (t <= T))  # also catches NaN
-        if bool(bad.any()):
+        # one read of the value (or of the extremes), ~1 us; NaN fails both comparisons
+        if t.numel() == 1:
+            lo = hi = float(t)
+        else:
+            lo, hi = (float(v) for v in torch.aminmax(t.detach()))
+        if not (lo >= 0 and hi <= T):
+            bad = ~((t >= 0) & (t <= T))
             value = t[bad].flatten()[0].item()
             hint = (" (a NaN time usually means the solver's state overflowed or became NaN before it)"
                     if math.isnan(value) else "")
