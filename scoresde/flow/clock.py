@@ -71,7 +71,8 @@ class Clock:
         """The time at clock value ``u`` (tensors, inside the solve)."""
         return u
 
-    def dt_du(self, u: Tensor) -> Tensor:
+    def dt_du(self, u: Tensor, t: Tensor) -> Tensor:
+        """:math:`dt/du` at clock value ``u``, whose time ``t = self.t(u)`` the caller has computed."""
         return torch.ones_like(u)
 
     def __repr__(self) -> str:
@@ -97,8 +98,7 @@ class NoiseLevelClock(Clock):
     def t(self, u: Tensor) -> Tensor:
         return self.sde.t_from_log_snr(-torch.log(u))
 
-    def dt_du(self, u: Tensor) -> Tensor:
-        t = self.t(u).clamp(0, self.sde.T)
+    def dt_du(self, u: Tensor, t: Tensor) -> Tensor:
         return -1.0 / (u * self.sde.dlog_snr_dt(t))
 
     def __repr__(self) -> str:

@@ -101,7 +101,7 @@ class ProbabilityFlow:
         t = clock.t(u) if clock.scaled else u
         # clamp: torchdiffeq's initial step-size probe may look beyond the interval's end
         t = t.to(x.dtype).clamp(self.t_lo, self.t_hi)
-        scale = clock.dt_du(u).to(x.dtype) if clock.scaled else None
+        scale = clock.dt_du(u, t).to(x.dtype) if clock.scaled else None
         out = self.evaluate(state, t, scale)
         # bookkeeping with device tensors only: no host synchronisation inside the solve
         self.nfe += 1
