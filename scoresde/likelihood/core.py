@@ -184,7 +184,7 @@ def log_likelihood(
             with the time reached (a NaN/inf drift raises :class:`~scoresde.errors.NonFiniteError`).
         progress: show a tqdm bar over ``t`` (reads ``t`` on the host at every evaluation).
         target_se: Hutchinson only: probes enough that every sample's standard error is at most this
-            many nats with 90% confidence (Stein's two-stage procedure, see :func:`_refine`): the
+            many nats with 90% confidence (Stein's two-stage procedure): the
             first solve's ``probes`` (at least 2) size each sample's need from the upper
             confidence bound of its standard error; the samples that need more are solved again,
             alone, with that many fresh probes, which give their estimate and standard error. A
