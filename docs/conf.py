@@ -11,9 +11,11 @@ from pathlib import Path
 
 from docutils import nodes
 from sphinx.ext.napoleon.docstring import GoogleDocstring
+from sphinx.util import logging
 from sphinx.util.docutils import SphinxDirective
 
 ROOT = Path(__file__).resolve().parents[1]
+LOGGER = logging.getLogger(__name__)
 sys.path.insert(0, str(ROOT))
 
 project = "scoresde"
@@ -229,6 +231,9 @@ class BenchmarkFigures(SphinxDirective):
         pngs = sorted((ROOT / "benchmarks" / "results").glob("*.png"))
         if not pngs:
             raise self.error("no plots in benchmarks/results/")
+        for stale in sorted(set(captions) - {png.name for png in pngs}):
+            LOGGER.warning("benchmark-figures: a caption for %s, which is not in benchmarks/results/", stale,
+                           location=(self.env.docname, self.lineno))
         out = []
         for png in pngs:
             self.env.note_dependency(str(png))
