@@ -6,11 +6,14 @@ run as DDIM (eta = 0) on the 64-step log-SNR-uniform grid down to DDIM's default
 freshly initialised, distilled by ``ss.distill`` over 6 rounds: 64 -> 32 -> 16 -> 8 -> 4 -> 2 -> 1.
 
 For each student (K steps) and, beside it, the exact score's DDIM at K and at 2K steps on the
-log-SNR grid of that many steps (the same end points), from the same prior draws x_T (``--n``
+log-SNR grid of that many steps (the same end points), and the fast samplers ``dpm_solver``
+(2M multistep) and ``unipc`` at their defaults with K steps (K evaluations, the same end time),
+from the same prior draws x_T (``--n``
 per seed, ``--seeds``), all with ``denoise=False`` so that a map of K steps costs K evaluations:
 
 * ``map_err``: mean Euclidean distance between the output and the exact PF-ODE map of the same
   x_T (``ss.decode`` of the exact score in float64, rtol = atol = 1e-8, to the same end time);
+  ``ddim64_err``: the same distance to the 64-step DDIM map, which is what the rounds distil;
 * ``disp_err``, ``mode_tv``, ``sw``: dispersion error, mode-weight TV and sliced W2 against exact
   samples, each with its noise floor (``benchmarks/few_step.py``'s ``Reference``: the same
   measure of another exact set of the same size); ``sw_ratio`` = sw / floor (the sampler
@@ -46,6 +49,7 @@ from few_step import Reference  # noqa: E402  (benchmarks/ is a folder of script
 
 RESULTS = HERE / "results"
 STEPS, ROUNDS = 64, 6
+FAST = ("dpm_solver", "unipc")  # multistep DPM-Solver-2M and UniPC-2 at their defaults (log-SNR grid)
 
 
 def ddim(score, sde, x_T, grid):
@@ -87,6 +91,12 @@ def main() -> None:
                      log_every=100, progress=False, seed=0)
     print(f"distillation: {time.perf_counter() - began:.0f} s in this call")
     RESULTS.mkdir(exist_ok=True)
+    before = {}  # a rerun skips finished rounds (0 s in this call): keep their recorded cost
+    if (RESULTS / "distill_rounds.csv").exists():
+        before = {int(r["round"]): r for r in csv.DictReader(open(RESULTS / "distill_rounds.csv"))}
+    for r in res.rounds:
+        if r.seconds == 0 and r.round in before:
+            r.seconds = float(before[r.round]["seconds"])
     with open(RESULTS / "distill_rounds.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["round", "teacher_steps", "student_steps", "train_steps", "batch_size", "seconds", "final_loss"])
@@ -103,6 +113,7 @@ def main() -> None:
     for seed in args.seeds:
         x_T = sde.prior_sample((args.n, 2), generator=torch.Generator().manual_seed(seed)).to(torch.float64)
         exact_map = ss.likelihood.decode(exact64, sde, x_T, eps=float(res.grid[-1]), rtol=1e-8, atol=1e-8)
+        distilled = ddim(exact64, sde, x_T, res.teacher_grid)  # what the rounds distil: the 64-step DDIM map
         for k in sorted(students):
             s = students[k]
             grid_k = ss.training.distillation.distillation_grid(sde, k)
@@ -112,12 +123,16 @@ def main() -> None:
                 "ddim": ddim(exact64, sde, x_T, grid_k),
                 "ddim_2x": ddim(exact64, sde, x_T, ss.training.distillation.distillation_grid(sde, 2 * k)),
             }
+            for name in FAST:  # the few-step samplers at the student's evaluations, their own defaults
+                outs[name] = ss.sample(exact64, sde, tuple(x_T.shape), sampler=name, steps=k, x_start=x_T,
+                                       denoise=False, check_every=0).x
             for method, x in outs.items():
                 nfe = 2 * k if method == "ddim_2x" else k
                 q = ref.score(x)
                 floor = ref.floors[args.seeds.index(seed)]
                 err = float((x - exact_map).norm(dim=1).mean())
                 rows.append({"method": method, "steps": k, "nfe": nfe, "seed": seed, "map_err": err,
+                             "ddim64_err": float((x - distilled).norm(dim=1).mean()),
                              **q, **{f"{m}_floor": floor[m] for m in q}})
                 if seed == args.seeds[0]:
                     shown[method, k] = x
@@ -159,9 +174,10 @@ def plot(shown, ks) -> None:
 def summary() -> None:
     rows = list(csv.DictReader(open(RESULTS / "distill_ring.csv")))
     print(f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, 1 thread\n")
-    print("| method | steps | NFE | map error | dispersion err (floor) | mode TV (floor) | sliced W2 (floor) | SW / floor |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
-    order = {"student": 0, "ddim": 1, "ddim_2x": 2}
+    print("| method | steps | NFE | map error | to 64-step DDIM | dispersion err (floor) | mode TV (floor) | sliced W2 (floor) "
+          "| SW / floor |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    order = {"student": 0, "ddim": 1, "ddim_2x": 2, "dpm_solver": 3, "unipc": 4}
     keys = sorted({(r["method"], int(r["steps"])) for r in rows}, key=lambda k: (-k[1], order[k[0]]))
     for method, k in keys:
         sel = [r for r in rows if r["method"] == method and int(r["steps"]) == k]
@@ -169,8 +185,9 @@ def summary() -> None:
         def m(name, sel=sel):
             return statistics.mean(float(r[name]) for r in sel)
 
-        name = {"student": "student", "ddim": "DDIM (exact score)", "ddim_2x": "DDIM, 2x steps"}[method]
-        print(f"| {name} | {k} | {sel[0]['nfe']} | {m('map_err'):.4f} | {m('disp_err'):.3f} ({m('disp_err_floor'):.3f}) "
+        name = {"student": "student", "ddim": "DDIM (exact score)", "ddim_2x": "DDIM, 2x steps",
+                "dpm_solver": "DPM-Solver-2M (exact score)", "unipc": "UniPC-2 (exact score)"}[method]
+        print(f"| {name} | {k} | {sel[0]['nfe']} | {m('map_err'):.4f} | {m('ddim64_err'):.4f} | {m('disp_err'):.3f} ({m('disp_err_floor'):.3f}) "
               f"| {m('mode_tv'):.3f} ({m('mode_tv_floor'):.3f}) | {m('sw'):.3f} ({m('sw_floor'):.3f}) "
               f"| {m('sw') / m('sw_floor'):.2f} |")
     rounds = list(csv.DictReader(open(RESULTS / "distill_rounds.csv")))
