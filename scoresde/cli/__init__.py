@@ -19,8 +19,10 @@ import torch
 from .. import __version__
 from ..errors import ScoreSDEError, check_int
 from .common import VALID_KEYS, CLIError
+from .helptext import PlainHelpFormatter
 
-_FORMATTER = argparse.RawDescriptionHelpFormatter
+# descriptions reuse docstrings written for the docs site: shown without their markup
+_FORMATTER = PlainHelpFormatter
 
 
 def _common(p: argparse.ArgumentParser, seed_default: int | None = 0) -> None:
@@ -235,7 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
     _sde_option(p, "the SDE of a run trained with a class that is not built in")
     p.set_defaults(run=commands.export_cmd)
 
-    p = sub.add_parser("selfcheck", help="check the SDE library against exact answers (a few seconds)")
+    p = sub.add_parser("selfcheck", formatter_class=_FORMATTER, help="check the SDE library against exact answers (a few seconds)")
     p.add_argument("--paths", type=int, default=4000, help="Monte-Carlo paths per simulated SDE (default 4000)")
     _common(p)
     p.set_defaults(run=_selfcheck)
