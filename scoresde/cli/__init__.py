@@ -50,8 +50,12 @@ def _diffusers_option(p: argparse.ArgumentParser) -> None:
 
 
 def _progress_option(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--no-progress", action="store_true",
-                   help="no progress bars (they are also off when stderr is not a terminal)")
+    # one decision for every command: common.show_progress (default: on only when stderr is a terminal)
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--no-progress", dest="progress", action="store_const", const=False, default=None,
+                   help="no progress bars (by default they are shown only when stderr is a terminal)")
+    g.add_argument("--progress", dest="progress", action="store_const", const=True,
+                   help="progress bars even when stderr is not a terminal")
 
 
 def build_parser() -> argparse.ArgumentParser:

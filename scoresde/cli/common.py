@@ -50,9 +50,19 @@ class CLIError(ScoreSDEError):
 
 
 # ---- arguments -------------------------------------------------------------------------------
+def progress_enabled(choice: bool | None, stream=None) -> bool:
+    """Whether to draw progress bars: ``choice`` when given (``--progress`` / ``--no-progress``),
+    else only when ``stream`` (default stderr) is a terminal, so that logs are not flooded."""
+    if choice is not None:
+        return bool(choice)
+    stream = sys.stderr if stream is None else stream
+    isatty = getattr(stream, "isatty", None)
+    return bool(isatty and isatty())
+
+
 def show_progress(args) -> bool:
-    """Progress bars: unless ``--no-progress``, and only when stderr is a terminal."""
-    return not getattr(args, "no_progress", False) and sys.stderr.isatty()
+    """Progress bars for a command: its ``--progress`` / ``--no-progress``, else stderr's being a terminal."""
+    return progress_enabled(getattr(args, "progress", None))
 
 
 def resolve_device(device: str | None, name: str = "--device") -> torch.device:
