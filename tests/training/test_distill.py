@@ -162,7 +162,7 @@ def test_distilled_student_plugs_into_sample_and_beats_ddim_at_its_steps():
     assert float((denoised.x - teacher_denoised).norm(dim=1).mean()) < 0.5 * err_ddim
 
 
-def test_rounds_halve_the_grid_start_from_the_teacher_and_reduce_the_loss(tmp_path):
+def test_rounds_halve_the_grid_start_from_their_teacher_and_resume(tmp_path):
     teacher = small_student(seed=4)  # a network teacher: round 1 starts from its weights
     before = {k: v.clone() for k, v in teacher.state_dict().items()}
     data = gaussian_data(1000)
