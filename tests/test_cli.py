@@ -94,10 +94,12 @@ def test_likelihood_reports_nll_next_to_the_true_one(trained_run, tmp_path, caps
 def test_compare_with_a_checkpoint_adds_the_exact_score(trained_run, tmp_path):
     out = tmp_path / "cmp"
     assert main(["compare", "--checkpoint", str(trained_run), "--samplers", "em,dpm_solver", "--nfe", "10,20",
-                 "--n", "100", "--out", str(out)]) == 0
-    lines = (out / "compare.csv").read_text().splitlines()
-    assert len(lines) == 1 + 2 * 2 * 2  # (model, exact) x 2 samplers x 2 budgets
-    assert {ln.split(",")[0] for ln in lines[1:]} == {"model", "exact"}
+                 "--n", "100", "--seeds", "2", "--out", str(out)]) == 0
+    import csv
+
+    rows = list(csv.DictReader(open(out / "compare.csv")))
+    assert len(rows) == 2 * 2 * 2 * 2  # (model, exact) x 2 samplers x 2 budgets x 2 seeds
+    assert {r["score"] for r in rows} == {"model", "exact"} and len({r["seed"] for r in rows}) == 2
     assert (out / "compare.png").read_bytes()[:4] == b"\x89PNG"
 
 
@@ -106,7 +108,7 @@ def test_compare_analytic_nfe_budgets_and_exact_quality(tmp_path):
     """With the exact score, Euler-Maruyama's error falls as the NFE budget grows."""
     out = tmp_path / "cmp"
     assert main(["compare", "--analytic", "ring", "--samplers", "em,heun", "--nfe", "10,200", "--n", "2000",
-                 "--out", str(out)]) == 0
+                 "--seeds", "1", "--out", str(out)]) == 0
     import csv
 
     rows = list(csv.DictReader(open(out / "compare.csv")))
@@ -211,6 +213,9 @@ def test_demo_quick_writes_a_complete_report(tmp_path, capsys):
     assert abs(s["exact_score_nll"] - s["true_nll"]) < 1e-3
     report = (out / "report.md").read_text()
     assert "![samples vs data](samples.png)" in report and "held-out NLL" in report
+    # the comparison's words: the noise, and one generated verdict per measure x score x budget
+    assert "How large the noise is" in report and "mean + 2 s.e." in report
+    assert sum(line.startswith(("- sliced W2, ", "- |dispersion - 1|, ")) for line in report.splitlines()) == 2 * 2 * 2
     printed = capsys.readouterr().out
     assert "PF-ODE, trained model" in printed and f"wrote {out}/report.md" in printed
 
@@ -220,18 +225,39 @@ def test_selfcheck_passes(capsys):
     assert "12/12 checks passed" in capsys.readouterr().out
 
 
-def test_comparison_plot_styles_exact_dashed_and_one_colour_per_sampler(tmp_path):
+def test_comparison_plot_means_over_seeds_one_panel_row_per_score_legend_outside(tmp_path):
     from scoresde.cli.comparison import plot_comparison
 
-    rows = [{"score": s, "sampler": m, "nfe": n, "sliced_w2": 1.0 / n + (s == "model"), "seconds": 0.01 * n}
-            for s in ("model", "exact") for m in ("euler_maruyama", "heun") for n in (10, 100)]
-    fig = plot_comparison(rows, tmp_path / "c.png", floor=0.05)
-    lines = {ln.get_label(): ln for ln in fig.axes[0].get_lines()}
-    assert lines["heun (exact score)"].get_linestyle() == "--" and lines["heun (model score)"].get_linestyle() == "-"
-    assert lines["heun (exact score)"].get_color() == lines["heun (model score)"].get_color()
-    assert lines["heun (exact score)"].get_color() != lines["euler_maruyama (exact score)"].get_color()
-    np.testing.assert_allclose(lines["heun (model score)"].get_ydata(), [1.1, 1.01])
+    rows = [{"score": s, "sampler": m, "nfe_budget": n, "nfe": n, "seed": k, "seconds": 0.01,
+             "sliced_w2": 1.0 / n + (s == "model") + 0.01 * k}
+            for s in ("model", "exact") for m in ("euler_maruyama", "heun", "pc") for n in (10, 100) for k in range(3)]
+    fig = plot_comparison(rows, tmp_path / "c.png", floor={"sliced_w2": [0.02, 0.05]}, max_curves=2)
+    model_ax, exact_ax = fig.axes  # one metric (no mixture numbers), two scores: separate panels
+    assert model_ax.get_title().startswith("model score") and exact_ax.get_title().startswith("exact score")
+    lines = {ln.get_label(): ln for ln in model_ax.get_lines()}
+    assert set(lines) == {"euler_maruyama", "heun"}  # max_curves: the two best by mean sliced W2 (pc ties, last)
+    np.testing.assert_allclose(lines["heun"].get_ydata(), [1.11, 1.02])  # the mean over the seeds
+    assert len(model_ax.collections) == 2  # a +-2 s.e. band per curve
+    assert any(abs(p.get_extents().height) > 0 for p in model_ax.patches)  # the noise-floor band
+    fig.canvas.draw()
+    legend = fig.legends[0].get_window_extent()
+    assert all(legend.x0 >= ax.get_window_extent().x1 for ax in fig.axes)  # off the data
     assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_sampler_is_better_only_beyond_two_standard_errors_each():
+    from scoresde.cli.comparison import better, summarise
+
+    def rows(name, values):
+        return [{"score": "exact", "sampler": name, "nfe_budget": 10, "nfe": 10, "seconds": 0.0, "sliced_w2": v}
+                for v in values]
+
+    a, b, c = summarise(rows("a", [0.10, 0.11, 0.12]) + rows("b", [0.20, 0.21, 0.22]) + rows("c", [0.08, 0.3, 0.15]))
+    assert a["sliced_w2_se"] == pytest.approx(0.01 / 3**0.5)
+    assert better(a, b) and not better(b, a)
+    assert not better(a, c) and not better(c, b)  # c's spread covers both
+    (one,) = summarise(rows("d", [0.01]))
+    assert not better(one, b)  # one seed: no standard error, no claim
 
 
 def test_diverging_training_is_a_one_line_error(tmp_path, capsys):
@@ -610,7 +636,7 @@ def test_a_diffusers_folder_serves_sample_likelihood_and_compare(diffusers_dir, 
     numbers = json.loads((tmp_path / "ll.json").read_text())
     assert np.isfinite(numbers["bits_per_dim"]) and numbers["bits_per_dim"] > 0
     assert main(["compare", "--diffusers", model, "--data", images, "--samplers", "dpm_solver,em", "--nfe", "3",
-                 "--n", "4", "--out", str(tmp_path / "cmp")]) == 0
+                 "--n", "4", "--seeds", "1", "--out", str(tmp_path / "cmp")]) == 0
     rows = (tmp_path / "cmp" / "compare.csv").read_text().splitlines()
     assert len(rows) == 3 and rows[1].startswith("model,dpm_solver,3")
 

@@ -157,7 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=commands.likelihood_cmd)
 
     p = sub.add_parser(
-        "compare", formatter_class=_FORMATTER, help="samplers' quality and wall time against NFE",
+        "compare", formatter_class=_FORMATTER, help="samplers' quality against NFE, over several seeds",
         description=comparison.__doc__)
     p.add_argument("--checkpoint", default=None, help="a trained model (on the ring mixture the exact score is "
                    "compared too)")
@@ -167,6 +167,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default em,pc,ode,heun,dpm_solver; ode runs fixed-step midpoint at the budget)")
     p.add_argument("--nfe", default="10,20,50,100", help="comma-separated NFE budgets (default 10,20,50,100)")
     p.add_argument("--n", type=int, default=2000, help="samples per run (default 2000)")
+    p.add_argument("--seeds", type=int, default=3,
+                   help="sampling seeds per sampler and budget (default 3): the plot shows their mean +-2 standard "
+                        "errors, and an exact mixture's noise floor is a band from 8 pairs of exact draws")
     p.add_argument("--data", default=None, help="with --checkpoint: the reference data (ring, a toy set name, digits "
                    "or a .npz file; default: the run's training data)")
     p.add_argument("--out", default="compare-out", help="folder for compare.csv and compare.png (default compare-out)")

@@ -55,7 +55,7 @@ from .common import (
     show_progress,
     train_options,
 )
-from .comparison import noise_floor, plot_comparison, quality, run_comparison, write_csv
+from .comparison import noise_floor_band, plot_comparison, quality, run_comparison, summarise, write_csv
 from .grids import fitted_rows, read_grid_option
 
 
@@ -294,6 +294,7 @@ def compare_cmd(args: argparse.Namespace) -> int:
         raise CLIError(f"--samplers must name at least one sampler, got {args.samplers!r}")
     nfes = parse_int_list(args.nfe, "--nfe")
     check_int("--n", args.n, 1)
+    check_int("--seeds", args.seeds, 1)
     check_seed("--seed", args.seed)
     check_sde_option(args.sde)
     check_data_file(args.data, "--data")
@@ -322,8 +323,10 @@ def compare_cmd(args: argparse.Namespace) -> int:
         if not isinstance(sde, LinearSDEBase):
             raise CLIError(f"the exact mixture score needs a linear SDE (LinearSDEBase), got {type(sde).__name__}")
         score_fns["exact"] = gmm.to(device=device, dtype=torch.float32).score_fn(sde)
-        reference = gmm.sample(args.n, generator=torch.Generator().manual_seed(args.seed + 7))
-        floor = noise_floor(reference, gmm.sample(args.n, generator=torch.Generator().manual_seed(args.seed + 8)))
+        # one exact reference draw per seed, so that the spread over seeds includes the reference's noise
+        reference = [gmm.sample(args.n, generator=torch.Generator().manual_seed(args.seed + 7 + 100 * k))
+                     for k in range(args.seeds)]
+        floor = noise_floor_band(gmm, args.n, pairs=8, seed=args.seed + 50)
         shape = (args.n, gmm.dim)
     else:
         data = build_data(spec, "test", "--data")
@@ -333,12 +336,13 @@ def compare_cmd(args: argparse.Namespace) -> int:
         reference = torch.stack([data[i] for i in range(min(args.n, len(data)))])
         floor = None
         shape = (args.n, *run.data_shape)
-    rows = run_comparison(score_fns, sde, shape, samplers, nfes, reference, gmm=gmm, seed=args.seed, device=device,
-                          progress=show_progress(args))
+    rows = run_comparison(score_fns, sde, shape, samplers, nfes, reference, gmm=gmm, device=device,
+                          seeds=[args.seed + 100 * k for k in range(args.seeds)], progress=show_progress(args))
     if args.fit_grids:
         for r in rows:
             r.setdefault("grid", "default")
-        fitted, notes = fitted_rows(score_fns, sde, shape, samplers, nfes, reference, gmm=gmm, seed=args.seed,
+        fitted, notes = fitted_rows(score_fns, sde, shape, samplers, nfes,
+                                    reference[0] if isinstance(reference, list) else reference, gmm=gmm, seed=args.seed,
                                     device=device, quality=quality)
         rows += fitted
         for note in dict.fromkeys(notes):
@@ -347,11 +351,13 @@ def compare_cmd(args: argparse.Namespace) -> int:
     plot_comparison(rows, png_path, floor=floor, title=f"{name}: " + ("solid = model score, dashed = exact score"
                                                                        if len(score_fns) > 1 else "quality and time vs NFE"))
     width = max(len(r["sampler"]) for r in rows) if rows else 7
-    print(f"{'score':<6} {'sampler':<{width}} {'nfe':>5} {'sliced_w2':>10} {'seconds':>8}")
-    for r in rows:
-        print(f"{r['score']:<6} {r['sampler']:<{width}} {r['nfe']:>5} {r['sliced_w2']:>10.4f} {r['seconds']:>8.2f}")
+    print(f"{'score':<6} {'sampler':<{width}} {'nfe':>5} {'sliced_w2':>10} {'+-s.e.':>7} {'seconds':>8}  (mean of seeds)")
+    for r in summarise(rows):
+        print(f"{r['score']:<6} {r['sampler']:<{width}} {r['nfe']:>5} {r['sliced_w2']:>10.4f} "
+              f"{r['sliced_w2_se']:>7.4f} {r['seconds']:>8.2f}")
     if floor is not None:
-        print(f"noise floor (two exact draws of {args.n}): sliced W2 {floor:.4f}")
+        print(f"noise floor (8 pairs of exact draws of {args.n}): sliced W2 {min(floor['sliced_w2']):.4f} to "
+              f"{max(floor['sliced_w2']):.4f}")
     print(f"wrote {csv_path} and {png_path}")
     return 0
 

@@ -135,6 +135,8 @@ def trajectory_panels(
     """2-D paths of a few samples: ``{name: (times (S,), states (S, n, 2))}``, start to end."""
     _check_mapping("trajectories", trajectories, "name -> (times, states)")
     fig, axes = _new_figure(len(trajectories))
+    ends = [_numpy(st)[[0, -1], :n_paths] for _, st in trajectories.values()]
+    lim = max(float(np.abs(e).max()) for e in ends) * 1.08  # one square frame for all panels: comparable
     for ax, (name, (times, states)) in zip(axes, trajectories.items(), strict=True):
         xs = _numpy(states)
         if xs.ndim != 3 or xs.shape[2] != 2:
@@ -146,9 +148,13 @@ def trajectory_panels(
         ax.scatter(xs[-1, :, 0], xs[-1, :, 1], s=6, color="C3", label="end", zorder=3)
         t = _numpy(times)
         ax.set_title(f"{name}: t = {t[0]:.3g} to {t[-1]:.3g}", fontsize=9)
+        ax.set_xlim(-lim, lim)
+        ax.set_ylim(-lim, lim)
         ax.set_aspect("equal")
         ax.tick_params(labelsize=7)
-        ax.legend(fontsize=7, loc="upper right")
+    handles, labels = axes[0].get_legend_handles_labels()  # one legend, below the panels, off the data
+    fig.legend(handles, ["start (t = T, the prior)", "end (t = eps, a sample)"], loc="lower center", ncol=2,
+               fontsize=7, frameon=False, bbox_to_anchor=(0.5, -0.02))
     if path is not None:
         save_figure(fig, path)
     return fig
