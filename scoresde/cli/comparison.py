@@ -1,4 +1,4 @@
-r"""Samplers at equal cost: quality and wall time against the number of score evaluations (NFE).
+r"""Samplers at equal cost: quality against the number of score evaluations (NFE); wall time in the CSV.
 
 Every sampler runs the most steps whose evaluations, as it declares them
 (:func:`scoresde.sampling.steps_for_nfe`: e.g. 2 per step for Heun and for predictor-corrector
@@ -8,10 +8,13 @@ another; a sampler whose single step already costs more than a budget (torchsde'
 is left out at that budget. The NFE reported is the one actually made.
 
 Quality on a 2-D Gaussian mixture is measured against exact samples: the sliced Wasserstein
-distance (with the distance between two independent exact draws as its noise floor), the total
-variation between mode occupancies and true weights, and the dispersion inside modes (1 for
-exact samples). Running the same samplers with the *exact* score of the mixture isolates the
-discretisation error; the gap between the model-score and exact-score rows is the model error.
+distance, the total variation between mode occupancies and true weights, and the dispersion
+inside modes (1 for exact samples). Every run is repeated over several sampling seeds (each
+against its own exact reference draw) and reported as a mean with its standard error; the noise
+floor is a band, the same numbers for several pairs of independent exact draws, because one
+pair's value is itself noise. Running the same samplers with the *exact* score of the mixture
+isolates the discretisation error; the gap between the model-score and exact-score rows is the
+model error.
 """
 
 from __future__ import annotations

@@ -9,7 +9,8 @@ closed form. The demo
 3. computes the exact log-likelihood of held-out data through the PF-ODE (exact Jacobian trace)
    next to the true :math:`-\log p_0` of the mixture, and next to the PF-ODE likelihood of the
    *exact* score (which isolates the solver's and the prior's error from the model's);
-4. compares samplers at equal numbers of score evaluations, with the model's and the exact score;
+4. compares samplers at equal numbers of score evaluations, with the model's and the exact score,
+   over several seeds, against a noise floor drawn from several pairs of exact sample sets;
 5. writes report.md and PNGs into a fresh folder (written under a temporary name, then renamed).
 """
 
