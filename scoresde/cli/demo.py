@@ -190,7 +190,7 @@ def run(args: argparse.Namespace) -> int:
                        path=tmp / "samples.png")
         trajectory_panels({"reverse SDE": (sde_res.trajectory.times[::5], sde_res.trajectory.states[::5]),
                            "PF-ODE": (ode_res.trajectory.times, ode_res.trajectory.states)},
-                          n_paths=40, path=tmp / "trajectories.png")
+                          n_paths=24, path=tmp / "trajectories.png")
         write_csv(rows, tmp / "compare.csv")
         plot_comparison(rows, tmp / "compare.png", floor=band,
                         title=f"ring mixture: samplers at equal cost, {n_seeds} seeds of {n_cmp} samples")
@@ -305,7 +305,7 @@ Grey contours: the true log-density. Left: exact samples; middle: reverse SDE; r
 
 ![trajectories](trajectories.png)
 
-Paths of 40 samples from the prior (grey) to the data (red): the reverse SDE's are rough
+Paths of 24 samples from the prior (grey) to the data (red): the reverse SDE's are rough
 (Brownian), the PF-ODE's are smooth and deterministic.
 
 ## Samplers at equal cost

@@ -143,7 +143,7 @@ def trajectory_panels(
             raise ArgumentError(f"trajectory {name!r} must have shape (steps, n, 2), got {xs.shape}")
         xs = xs[:, :n_paths]
         for i in range(xs.shape[1]):
-            ax.plot(xs[:, i, 0], xs[:, i, 1], lw=0.6, alpha=0.6, color="C0")
+            ax.plot(xs[:, i, 0], xs[:, i, 1], lw=0.5, alpha=0.45, color="C0")
         ax.scatter(xs[0, :, 0], xs[0, :, 1], s=6, color="0.5", label="start", zorder=3)
         ax.scatter(xs[-1, :, 0], xs[-1, :, 1], s=6, color="C3", label="end", zorder=3)
         t = _numpy(times)
