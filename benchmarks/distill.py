@@ -253,7 +253,8 @@ def digits(args) -> None:
 
     fig, axes = plt.subplots(1, 3, figsize=(12, 4.4))
     for ax, (name, x) in zip(axes, shown.items(), strict=True):
-        tiles = x[:, 0].reshape(8, 8, 8, 8).permute(0, 2, 1, 3).reshape(64, 64)
+        padded = torch.nn.functional.pad(x[:, 0], (1, 1, 1, 1), value=0.0)  # a grey frame around each digit
+        tiles = padded.reshape(8, 8, 10, 10).permute(0, 2, 1, 3).reshape(80, 80)
         ax.imshow(tiles.numpy(), cmap="gray", vmin=-1, vmax=1)
         fd = next(r["frechet"] for r in rows if r["method"] == name)
         ax.set_title(f"{name}\n({next(r['nfe'] for r in rows if r['method'] == name)} NFE, feature dist. {fd:.2f})",
@@ -265,6 +266,10 @@ def digits(args) -> None:
             "rounds": [{"round": r.round, "teacher_steps": r.teacher_steps, "student_steps": r.student_steps,
                         "train_steps": r.train_steps, "seconds": r.seconds, "final_loss": r.final_loss}
                        for r in res.rounds]}
+    old = RESULTS / "distill_digits.json"
+    if old.exists() and not any(r["seconds"] for r in info["rounds"]):  # a rerun that trained nothing
+        prev = json.loads(old.read_text())
+        info["teacher_seconds"], info["rounds"] = prev["teacher_seconds"], prev["rounds"]
     (RESULTS / "distill_digits.json").write_text(json.dumps(info, indent=1) + "\n")
     print(json.dumps(info, indent=1))
 
