@@ -77,9 +77,9 @@ def scatter_panels(
         grid = (gx, gy, _numpy(density(pts)).reshape(gx.shape))
     for ax, (name, a) in zip(axes, arrays.items(), strict=True):
         if grid is not None:
-            ax.contour(grid[0], grid[1], np.maximum(grid[2], grid[2].max() - 12), levels=10,
+            ax.contour(grid[0], grid[1], np.maximum(grid[2], grid[2].max() - 12), levels=6,
                        colors="0.75", linewidths=0.6, negative_linestyles="solid")
-        ax.scatter(a[:, 0], a[:, 1], s=2, alpha=0.5, color="C0", rasterized=True)
+        ax.scatter(a[:, 0], a[:, 1], s=3, alpha=0.4, lw=0, color="C0", rasterized=True)  # light: density shows
         ax.set_title(name, fontsize=10)
         ax.set_xlim(limits)
         ax.set_ylim(limits)
