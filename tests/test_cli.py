@@ -678,3 +678,30 @@ def test_diffusers_mistakes_are_one_line_naming_them(diffusers_dir, tmp_path, ca
         assert main(argv) == 2, argv
         assert_one_line_error(capsys.readouterr().err, needle)
     assert not (tmp_path / "s.npz").exists()
+
+
+def test_comparison_claims_from_one_set_of_seeds_are_not_reversed_by_another():
+    """The demo's rule (better only beyond 2 s.e. each) on exact-score runs: what seeds 0-3 call
+    better, disjoint seeds never call worse."""
+    import torch
+
+    from scoresde import VPSDE, analytic
+    from scoresde.cli.comparison import METRICS, better, run_comparison, summarise
+
+    gmm, sde = analytic.ring_mixture(), VPSDE()
+    score = gmm.to(dtype=torch.float32).score_fn(sde)
+    samplers, nfes = ["euler_maruyama", "heun", "dpm_solver"], [10, 50]
+
+    def verdicts(base):
+        seeds = [base + 100 * k for k in range(4)]
+        refs = [gmm.sample(500, generator=torch.Generator().manual_seed(s + 7)) for s in seeds]
+        summ = summarise(run_comparison({"exact": score}, sde, (500, 2), samplers, nfes, refs, gmm=gmm, seeds=seeds,
+                                        progress=False))
+        rows = {(r["sampler"], r["nfe_budget"]): r for r in summ}
+        return {(m, n, a, b): better(rows[a, n], rows[b, n], m)
+                for m in METRICS for n in nfes for a in samplers for b in samplers if a != b}
+
+    first, second = verdicts(0), verdicts(10_000)
+    claims = [k for k, v in first.items() if v]
+    assert len(claims) >= 5  # the rule does separate samplers (e.g. Heun at 10 NFE)
+    assert not [(m, n, a, b) for m, n, a, b in claims if second[m, n, b, a]]
