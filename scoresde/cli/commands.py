@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from .. import analytic
+from .._files import atomic_write
 from ..data import ImageData, MixtureDataset
 from ..distributed_sampling import sample_in_chunks
 from ..errors import check_int, check_optional_int, check_real, check_seed, check_tolerance
@@ -24,7 +25,6 @@ from ..likelihood import log_likelihood, nll_bound
 from ..sde import VPSDE, LinearSDEBase
 from ..training import DSMLoss, SlicedScoreMatchingLoss, Trainer
 from ..training.distributed import default_device, env_world_size, setup, shutdown
-from ..training.files import atomic_write
 from ..training.run_folder import RunFolder
 from .common import (
     ANALYTIC,

@@ -7,7 +7,7 @@ names, and a user's SDE class comes only from the command line (``--sde package.
 ``scoresde train`` records its config with the run (the Trainer's ``metadata``, under ``cli``);
 the other commands reload a run with :func:`scoresde.load_run`, which serves runs trained
 through the Python API as well. Every output is written atomically
-(:func:`scoresde.training.files.atomic_write`).
+(:func:`scoresde._files.atomic_write`).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from typing import Any
 import torch
 
 from .. import analytic
+from .._files import remove_stale_temps
 from ..data import TOY_NAMES, MixtureDataset, ToyDataset, digits_dataset, load_npz
 from ..errors import (
     ArgumentError,
@@ -41,7 +42,6 @@ from ..models import MLP, PARAMETERIZATIONS, ScoreModel, UNet
 from ..sampling import Sampler, available_samplers, get_sampler
 from ..sde import SDE, VESDE, VPSDE, LinearSDEBase, SubVPSDE
 from ..training import Run, TrainConfig, load_run
-from ..training.files import remove_stale_temps
 from ..training.losses import WEIGHTINGS
 
 

@@ -26,8 +26,8 @@ import torch
 from tqdm.auto import tqdm
 
 from .. import metrics
+from .._files import atomic_write_bytes
 from ..sampling import expected_nfe, get_sampler, sample, steps_for_nfe
-from ..training.files import atomic_write_bytes
 
 # the fixed-step solver used for "ode" at a given NFE budget (the adaptive one cannot be budgeted)
 SAMPLER_OPTIONS = {"ode": {"method": "midpoint"}}

@@ -24,13 +24,13 @@ from pathlib import Path
 import torch
 
 from .. import __version__, analytic, metrics
+from .._files import atomic_dir
 from ..data import MixtureDataset
 from ..errors import check_seed
 from ..likelihood import log_likelihood, nll_bound
 from ..sampling import sample
 from ..sde import VPSDE
 from ..training import DSMLoss, Trainer
-from ..training.files import atomic_dir
 from ..viz import scatter_panels, trajectory_panels
 from .common import (
     DEFAULTS,

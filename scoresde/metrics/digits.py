@@ -36,9 +36,9 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from .._files import atomic_write_bytes
 from ..data import digits_dataset
 from ..errors import ArgumentError, check_bool, check_float_tensor, check_labels
-from ..training.files import atomic_write_bytes
 from .distances import check_finite_samples
 from .frechet import frechet_distance
 

@@ -529,7 +529,7 @@ def save_grid(path: str | os.PathLike, times, *, sde: SDE | None = None, sampler
     constructor arguments, repr) and any JSON-serialisable ``metadata`` (e.g. ``calibration=128``).
 
     Written atomically (a temporary file, fsync, rename). Returns the path."""
-    from ..training.files import atomic_write_bytes
+    from .._files import atomic_write_bytes
 
     if sde is not None and not isinstance(sde, SDE):
         raise ArgumentError(f"sde must be a scoresde.SDE, got {type(sde).__name__}")

@@ -6,7 +6,7 @@ A checkpoint file is a short header followed by a ``torch.save`` payload::
     <sha256 of the payload, 64 hex digits>\n
     <payload>
 
-It is written atomically (:func:`~scoresde.training.files.atomic_write`: an exclusive temporary
+It is written atomically (:func:`~scoresde._files.atomic_write`: an exclusive temporary
 file in the same folder, fsync, rename, fsync of the folder), so a crash at any moment leaves
 either the old file or the new one, never a partial one. On load the digest is checked before
 anything is unpickled -- a truncated or edited file raises :class:`CheckpointError` naming the
@@ -34,8 +34,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from .._files import atomic_write_bytes
 from ..errors import ArgumentError, CheckpointError
-from .files import atomic_write_bytes
 
 MAGIC = b"SCORESDE-CKPT v1\n"
 _DIGEST_LEN = 64

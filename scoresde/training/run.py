@@ -29,12 +29,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from .._files import atomic_write_bytes
 from ..errors import ArgumentError, CheckpointError, check_bool, check_device
 from ..models import ScoreModel
 from ..models.specs import build_sde, is_custom
 from ..sde import SDE
 from .checkpoint import FORMAT_VERSION, check_training_state, list_checkpoints, load_checkpoint, load_weights
-from .files import atomic_write_bytes
 from .run_folder import CHECKPOINTS
 
 SAFETENSORS_SUFFIX = ".safetensors"

@@ -36,11 +36,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from .._files import FolderLock, atomic_write_bytes, remove_stale_temps
 from ..errors import RunFolderError
 from .checkpoint import _NAME as _CHECKPOINT_NAME
 from .checkpoint import list_checkpoints
 from .config import may_change_on_resume
-from .files import FolderLock, atomic_write_bytes, remove_stale_temps
 from .run_log import LOG_FILES
 
 CONFIG = "config.json"

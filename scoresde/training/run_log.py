@@ -14,8 +14,8 @@ import io
 import os
 from pathlib import Path
 
+from .._files import append_nofollow, atomic_write_bytes
 from ..errors import ArgumentError
-from .files import append_nofollow, atomic_write_bytes
 
 LOG_FILES = ("metrics.csv", "eval.csv")
 

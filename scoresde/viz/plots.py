@@ -14,8 +14,8 @@ import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from .._files import atomic_write
 from ..errors import ArgumentError, check_int
-from ..training.files import atomic_write
 
 
 def _numpy(x) -> np.ndarray:
@@ -26,7 +26,7 @@ def _numpy(x) -> np.ndarray:
 
 def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = 120) -> None:
     """Write ``fig`` atomically (an exclusive temporary file in the same folder, then rename;
-    see :func:`scoresde.training.files.atomic_write`); the format follows the suffix (png default)."""
+    see :func:`scoresde._files.atomic_write`); the format follows the suffix (png default)."""
     FigureCanvasAgg(fig)
     ext = os.path.splitext(os.fspath(path))[1].lstrip(".") or "png"
     with atomic_write(path) as f:

@@ -1,4 +1,4 @@
-"""training/files.py: atomic writes that never follow a planted link, stale temporaries, the folder lock."""
+"""scoresde/_files.py: atomic writes that never follow a planted link, stale temporaries, the folder lock."""
 
 import os
 import subprocess
@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from scoresde.training import load_checkpoint, save_checkpoint
-from scoresde.training.files import (
+from scoresde._files import (
     FolderLock,
     atomic_dir,
     atomic_write,
@@ -18,6 +17,7 @@ from scoresde.training.files import (
     remove_stale_temps,
     temp_name,
 )
+from scoresde.training import load_checkpoint, save_checkpoint
 
 ROOT = Path(__file__).resolve().parents[2]
 posix_only = pytest.mark.skipif(os.name != "posix", reason="POSIX file semantics (links, flock, rlimits)")
