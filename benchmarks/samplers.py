@@ -263,36 +263,58 @@ def overhead_part(quick, kds, rows):
                 report("k-diffusion", name, wall, cnt)
 
 
+#: the curves of the figure: a handful, so that each can be followed (every sampler is in the CSV
+#: and the tables): our stochastic, second-order and multistep samplers, and k-diffusion's two
+#: deterministic counterparts
+PLOTTED = [("scoresde", "euler_maruyama", "#1f77b4", "-o"), ("scoresde", "heun", "#6a8fd0", "-o"),
+           ("scoresde", "dpm_solver++2m", "#d62728", "-o"), ("scoresde", "ddim", "#9467bd", "-o"),
+           ("k-diffusion", "dpmpp_2m", "#ff7f0e", "--x"), ("k-diffusion", "heun", "#8c564b", "--x")]
+
+
 def plot(rows, path):
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullFormatter, NullLocator
 
     mixes = sorted({r["mixture"] for r in rows})
-    cols = [("dispersion_err", "|dispersion - true|"), ("mode_tv", "mode-weight TV"), ("sw", "sliced W2"),
-            ("wall_s", "wall time (s)")]
-    fig, axes = plt.subplots(len(mixes), len(cols), figsize=(5 * len(cols), 4 * len(mixes)), squeeze=False)
+    cols = [("dispersion_err", "|dispersion - true|"), ("mode_tv", "mode-weight TV"), ("sw", "sliced W2")]
+    fig, axes = plt.subplots(len(mixes), len(cols), figsize=(4.2 * len(cols) + 2.2, 3.4 * len(mixes)), squeeze=False)
     for i, mix in enumerate(mixes):
         sub = [r for r in rows if r["mixture"] == mix]
-        labels = sorted({(r["family"], r["sampler"]) for r in sub}, key=lambda fl: (fl[0] != "scoresde", fl[1]))
-        colors = [plt.cm.tab20(k % 20) for k in range(20)] + [plt.cm.Dark2(k) for k in range(8)]
         for j, (key, title) in enumerate(cols):
             ax = axes[i][j]
-            for c, (fam, lab) in enumerate(labels):
+            for fam, lab, color, style in PLOTTED:
                 pts = sorted((float(r["nfe"]), float(r[key])) for r in sub if r["family"] == fam and r["sampler"] == lab)
-                ax.plot([p[0] for p in pts], [p[1] for p in pts], "-o" if fam == "scoresde" else "--x",
-                        ms=3, lw=1, color=colors[c % len(colors)], label=f"{'' if fam == 'scoresde' else 'k:'}{lab}")
+                if pts:
+                    ax.plot([p[0] for p in pts], [p[1] for p in pts], style, ms=4, lw=1.3, color=color,
+                            label=lab if fam == "scoresde" else f"k-diffusion {lab} (same steps as ours: overlaps)"
+                            if lab == "heun" else f"k-diffusion {lab}")
             if key == "sw":
-                ax.axhline(float(sub[0]["sw_true_pair"]), color="k", lw=0.8, ls=":", label="two true sets")
+                ax.axhline(float(sub[0]["sw_true_pair"]), color="0.35", lw=1, ls=":", label="two exact sets (one pair, itself noisy)")
             ax.set_xscale("log")
             ax.set_yscale("log")
-            ax.set_xlabel("NFE")
-            ax.set_title(f"{mix}: {title}")
-        if i == 0:
-            axes[i][-1].legend(fontsize=6, ncol=2)
+            ax.xaxis.set_major_locator(FixedLocator([10, 30, 100, 300, 1000]))
+            ax.xaxis.set_minor_locator(NullLocator())
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+            # one tick rule on every axis, printed as plain numbers: powers of ten, with 2 and 5
+            # between them where the axis spans less than two decades
+            lo, hi = ax.get_ylim()
+            ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0) if hi / lo < 100 else (1.0,)))
+            ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+            ax.yaxis.set_minor_formatter(NullFormatter())
+            ax.grid(alpha=0.3, which="major")
+            ax.set_title(f"{mix}: {title}", fontsize=10)
+            if i == len(mixes) - 1:
+                ax.set_xlabel("score evaluations (NFE)")
+    handles, labels = axes[0][-1].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="center left", bbox_to_anchor=(0.995, 0.5), frameon=False, fontsize=9,
+               title="exact score, seed 0")
+    fig.suptitle("Sampler quality against evaluations (a selection; every sampler is in samplers_quality.csv)",
+                 fontsize=11)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
 
 
 def summary(suffix=""):
