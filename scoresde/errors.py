@@ -282,7 +282,7 @@ def as_time(t: Tensor | float, T: float, *, like: Tensor | None = None, name: st
     if values_readable(t) and t.numel() > 0:
         # one read of the value (or of the extremes), ~1 us; NaN fails both comparisons
         if t.numel() == 1:
-            lo = hi = float(t)
+            lo = hi = float(t.detach())
         else:
             lo, hi = (float(v) for v in torch.aminmax(t.detach()))
         if not (lo >= 0 and hi <= T):
