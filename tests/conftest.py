@@ -2,6 +2,7 @@
 
 import os
 
+import pytest
 import torch
 from hypothesis import HealthCheck, settings
 
@@ -17,3 +18,10 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 # One thread: the suite is made of small ops, where extra threads mostly spin; on a busy
 # 2-core machine two threads made some tests 10-30x slower.
 torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Back to one thread after every test: the CLI's ``--threads`` (run in-process) changes it."""
+    yield
+    torch.set_num_threads(1)

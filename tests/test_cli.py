@@ -16,17 +16,6 @@ from scoresde.cli.common import VALID_KEYS
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small models: one thread is as fast and immune to busy shared cores."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def run_cli(*args, cwd=None, env_extra=None):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), *(env_extra or [])]), "OMP_NUM_THREADS": "1"}
     return subprocess.run([sys.executable, "-m", "scoresde", *map(str, args)], capture_output=True, text=True,

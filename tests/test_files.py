@@ -19,7 +19,7 @@ from scoresde._files import (
 )
 from scoresde.training import load_checkpoint, save_checkpoint
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 posix_only = pytest.mark.skipif(os.name != "posix", reason="POSIX file semantics (links, flock, rlimits)")
 
 

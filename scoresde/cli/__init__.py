@@ -1,5 +1,5 @@
 """The ``scoresde`` command: ``demo``, ``train``, ``sample``, ``likelihood``, ``compare``, ``fit-grid``,
-``export``, ``selfcheck``.
+``distill``, ``export``, ``selfcheck``.
 
 Every user error (a missing checkpoint, an unknown config key or sampler, an output folder that
 cannot be written, bad values, a run folder in use) is a :class:`~scoresde.ScoreSDEError` or an

@@ -41,6 +41,7 @@ from .common import (
     check_sde_option,
     check_writable_dir,
     cli_metadata,
+    data_spec_for,
     label_tensor,
     load_cli_model,
     load_cli_run,
@@ -217,11 +218,7 @@ def likelihood_cmd(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     torch.manual_seed(args.seed)
     run = load_cli_model(args, device)
-    spec = run_data_spec(run) or {}
-    if args.data is not None:
-        spec = {**spec, "name": args.data}
-    elif not spec:
-        raise CLIError(f"{source} records no data set (not trained by `scoresde train`): pass --data")
+    spec = data_spec_for(run, args.data, source)
     if args.sde_bound and not isinstance(run.sde, LinearSDEBase):
         raise CLIError(f"--sde-bound needs a linear SDE (closed-form marginals); this run's SDE is {run.sde!r}")
     data = build_data(spec, "test", "--data")
@@ -306,12 +303,7 @@ def compare_cmd(args: argparse.Namespace) -> int:
     if source is not None:
         run = load_cli_model(args, device)
         sde = run.sde
-        spec = run_data_spec(run)
-        if args.data is not None:
-            spec = {**(spec or {}), "name": args.data}
-        elif spec is None:
-            raise CLIError(f"{source} records no data set (not trained by `scoresde train`): "
-                           f"pass --data for the reference samples")
+        spec = data_spec_for(run, args.data, source)
         name = spec["name"]
         score_fns["model"] = score_fn_for(run.model)
         gmm = analytic.ring_mixture() if name == "ring" else None
@@ -401,12 +393,7 @@ def distill_cmd(args: argparse.Namespace) -> int:
     if not isinstance(run.sde, LinearSDEBase):
         raise CLIError(f"distillation needs a linear SDE (DDIM and the target use its marginals); this run's SDE is "
                        f"{run.sde!r}")
-    spec = run_data_spec(run)
-    if args.data is not None:
-        spec = {**(spec or {}), "name": args.data}
-    elif spec is None:
-        raise CLIError(f"--checkpoint {args.checkpoint!r} records no data set (not trained by `scoresde train`): "
-                       f"pass --data")
+    spec = data_spec_for(run, args.data, f"--checkpoint {args.checkpoint!r}")
     check_data_file(args.data, "--data")
     data = build_data(spec, "train", "--data")
     if tuple(data[0].shape) != run.data_shape:

@@ -478,6 +478,17 @@ def run_data_spec(run: Run) -> dict[str, Any] | None:
     return dict(spec) if isinstance(spec, dict) and isinstance(spec.get("name"), str) else None
 
 
+def data_spec_for(run: Run, data_option: str | None, source: str) -> dict[str, Any]:
+    """The data set of a command on ``run``: the one it was trained on, with ``--data``
+    (``data_option``) naming another; a run that records none needs ``--data``."""
+    spec = run_data_spec(run)
+    if data_option is not None:
+        return {**(spec or {}), "name": data_option}
+    if spec is None:
+        raise CLIError(f"{source} records no data set (not trained by `scoresde train`): pass --data")
+    return spec
+
+
 def load_cli_run(path: str, device: torch.device, sde_option: str | None = None, ema: bool = True) -> Run:
     """:func:`~scoresde.load_run` for ``--checkpoint`` (a run folder or a file), ``--sde`` giving
     or replacing the SDE: a built-in name, or a class constructed with the ``sde.kwargs`` the run

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import math
 
-import torch
 from torch import Tensor
 
 from ..errors import check_choice
@@ -60,7 +59,7 @@ class Ancestral(Sampler):
 
     def init(self, ctx, x):
         variance = self.variance or ("posterior" if ctx.sde.alpha_is_one else "forward")
-        a, s = (v.tolist() for v in ctx.sde.marginal(torch.tensor(ctx.times_host, dtype=torch.float64)))
+        a, s, _ = ctx.host_marginals
         coefs = []  # x' = (x + var s)/a_ts + std z = c_x x + c_s s + std z, on the host
         for i in range(ctx.n_steps):
             a_ts = a[i] / a[i + 1]

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import math
 
-import torch
 from torch import Tensor
 
 from ..errors import check_int, check_positive
@@ -52,8 +51,8 @@ class AnnealedLangevin(Sampler):
         return steps * self.n_steps_each
 
     def init(self, ctx, x):
-        _, s = ctx.sde.marginal(torch.tensor(ctx.times_host, dtype=torch.float64))
-        return [self.step_size * si**2 for si in s[1:].tolist()]  # epsilon_i at t_{i+1}, on the host
+        _, s, _ = ctx.host_marginals
+        return [self.step_size * si**2 for si in s[1:]]  # epsilon_i at t_{i+1}, on the host
 
     def step(self, ctx, i: int, x: Tensor, sizes):
         eps = sizes[i]

@@ -3,7 +3,7 @@ r"""Step coefficients computed on the host, once per grid, and the fused update 
 A step of most samplers on a linear SDE is a linear combination of the state, the model's
 outputs and the noise, :math:`x_{i+1} = c_i x_i + \sum_j w_{ij} v_j + \text{std}_i z`, whose
 coefficients depend on the grid alone. Computed before the loop in float64 on the host (from
-:attr:`Context.times_host`), they are Python floats inside a step: no scalar tensor is indexed
+:attr:`Context.host_marginals`), they are Python floats inside a step: no scalar tensor is indexed
 or built per step, nothing is read back from the device, and :func:`combine` is one product and
 one fused multiply-add per term.
 """
@@ -12,17 +12,7 @@ from __future__ import annotations
 
 import math
 
-import torch
 from torch import Tensor
-
-
-def grid_floats(ctx) -> tuple[list[float], list[float], list[float]]:
-    r""":math:`(\alpha_{t_i}, \sigma_{t_i}, \lambda_{t_i})` on the grid as Python floats, computed in float64
-    on the host from ``ctx.times_host`` (once, before the loop: the steps then read no tensor)."""
-    t = torch.tensor(ctx.times_host, dtype=torch.float64)
-    a, s = ctx.sde.marginal(t)
-    lam = ctx.sde.log_snr(t)
-    return a.tolist(), s.tolist(), lam.tolist()
 
 
 def phi(j: int, z: float) -> float:

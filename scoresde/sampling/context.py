@@ -121,6 +121,15 @@ class Context:
         return self.sde.marginal(self.times)
 
     @cached_property
+    def host_marginals(self) -> tuple[list[float], list[float], list[float]]:
+        r""":math:`(\alpha_{t_i}, \sigma_{t_i}, \lambda_{t_i})` on the grid as Python floats, computed once in
+        float64 on the host from :attr:`times_host` (linear SDEs): the steps' coefficients are built from
+        them before the loop, so a step reads no tensor."""
+        t = torch.tensor(self.times_host, dtype=torch.float64)
+        a, s = self.sde.marginal(t)
+        return a.tolist(), s.tolist(), self.sde.log_snr(t).tolist()
+
+    @cached_property
     def log_snr(self) -> Tensor:
         r""":math:`\lambda_{t_i} = \log(\alpha_{t_i}/\sigma_{t_i})` on the grid (linear SDEs), computed once."""
         alphas, sigmas = self.marginals

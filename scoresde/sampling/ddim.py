@@ -31,7 +31,6 @@ from torch import Tensor
 from ..errors import check_range
 from ..sde import SDE
 from .base import FEW_STEP_END_LEVEL, LINEAR, MARGINALS, Sampler
-from .coefficients import grid_floats
 from .registry import register
 
 
@@ -67,7 +66,7 @@ class DDIM(Sampler):
         return 1.0
 
     def init(self, ctx, x):
-        a, s, lam = grid_floats(ctx)
+        a, s, lam = ctx.host_marginals
         coefs = []
         for i in range(ctx.n_steps):
             h = lam[i + 1] - lam[i]

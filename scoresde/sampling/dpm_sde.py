@@ -63,7 +63,7 @@ from torch import Tensor
 from ..errors import check_bool, check_choice, check_int, check_nonneg
 from ..sde import SDE
 from .base import FEW_STEP_END_LEVEL, LINEAR, MARGINALS, Sampler
-from .coefficients import combine, grid_floats, phi
+from .coefficients import combine, phi
 from .registry import register
 
 _THIRD = ("taylor", "k-diffusion")
@@ -145,7 +145,7 @@ class DPMSolverSDE(Sampler):
         return c, [w0 + u / r0, -u / r0 + v / r1, -v / r1], std
 
     def init(self, ctx, x):
-        a, s, lam = grid_floats(ctx)
+        a, s, lam = ctx.host_marginals
         orders = self.step_orders(ctx.n_steps)
         return [self._coefficients(a, s, lam, i, q) for i, q in enumerate(orders)], []
 

@@ -70,7 +70,7 @@ class Heun(Sampler):
         alphas, sigmas = ctx.marginals
         levels = sigmas / alphas
         n = ctx.n_steps
-        a, s = (v.tolist() for v in ctx.sde.marginal(torch.tensor(ctx.times_host, dtype=torch.float64)))
+        a, s, _ = ctx.host_marginals
         lev = [si / ai for ai, si in zip(a, s, strict=True)]
         # which steps churn, decided once on the host before the loop (no sync inside a step)
         churn_at = [self.churn > 0 and self.s_tmin <= lev[i] <= self.s_tmax for i in range(n)]

@@ -43,7 +43,7 @@ from torch import Tensor
 from ..errors import check_choice, check_int
 from ..sde import SDE
 from .base import FEW_STEP_END_LEVEL, MARGINALS, Sampler
-from .coefficients import combine, grid_floats
+from .coefficients import combine
 from .registry import register
 
 _FIXED = {
@@ -105,7 +105,7 @@ class IPNDM(Sampler):
         return float(self.p if self.coefficients == "variable" else min(self.p, 2))
 
     def init(self, ctx, x):
-        a, s, _ = grid_floats(ctx)
+        a, s, _ = ctx.host_marginals
         lev = [si / ai for ai, si in zip(a, s, strict=True)]
         coefs = []
         for i in range(ctx.n_steps):

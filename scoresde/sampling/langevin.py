@@ -66,7 +66,7 @@ def langevin_sizes(ctx, snr: float) -> list[float] | None:
     step comes from the batch's score norms at each step (:func:`langevin_step`)."""
     if not isinstance(ctx.sde, LinearSDEBase):
         return None
-    a, s = (v.tolist() for v in ctx.sde.marginal(torch.tensor(ctx.times_host, dtype=torch.float64)))
+    a, s, _ = ctx.host_marginals
     return [2 * (a[i] / a[i + 1]) ** 2 * snr**2 * s[i + 1] ** 2 for i in range(ctx.n_steps)]
 
 

@@ -46,7 +46,7 @@ from torch import Tensor
 from ..errors import check_bool, check_choice, check_int
 from ..sde import SDE
 from .base import FEW_STEP_END_LEVEL, LINEAR, MARGINALS, Sampler
-from .coefficients import combine, grid_floats, phi
+from .coefficients import combine, phi
 from .registry import register
 
 _PREDICTIONS = ("data", "noise")
@@ -128,7 +128,7 @@ class UniPC(Sampler):
         return c, [w0] + w
 
     def init(self, ctx, x):
-        a, s, lam = grid_floats(ctx)
+        a, s, lam = ctx.host_marginals
         n = ctx.n_steps
         orders = self.step_orders(n)
         pred = [self._weights(a, s, lam, i, orders[i], False) for i in range(n)]

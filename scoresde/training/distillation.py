@@ -67,11 +67,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..errors import ArgumentError, check_callable, check_float_tensor, check_int
+from ..errors import ArgumentError, check_callable, check_int
 from ..models import ScoreModel
 from ..sde import SDE, LinearSDEBase
 from ..sde.base import expand_to
 from .config import TrainConfig
+from .losses import shard_rows
 from .trainer import Trainer
 
 #: the grid of the teacher's N steps when none is given: equal steps in log-SNR
@@ -174,17 +175,10 @@ class DistillationLoss:
         r"""The training states: student indices :math:`i` uniform in :math:`[0, K]` (``[0, K)``
         without ``denoise``) and :math:`x_t = \alpha_t x_0 + \sigma_t n` at :math:`t = \tau_i`; the
         draws cover the ``total`` rows of ``shard=(start, total)`` and this shard's are kept."""
-        check_float_tensor("x0", x0)
-        if x0.dim() < 1 or x0.shape[0] == 0:
-            raise ArgumentError(f"x0 must have a non-empty batch dimension, got shape {tuple(x0.shape)}")
-        n = x0.shape[0]
-        start, total = (0, n) if shard is None else shard
-        if not (0 <= start and start + n <= total):
-            raise ArgumentError(f"shard must be (start, total) with 0 <= start and start + {n} <= total, got {shard!r}")
+        total, rows = shard_rows(x0, shard)
         gen_dev = generator.device if generator is not None else x0.device
         idx = torch.randint(0, self.K + int(self.denoise), (total,), generator=generator, device=gen_dev)
         noise = torch.randn((total, *x0.shape[1:]), generator=generator, device=gen_dev, dtype=x0.dtype)
-        rows = slice(start, start + n)
         idx, noise = idx[rows].to(x0.device), noise[rows].to(x0.device)
         alpha, sigma = self._a.to(x0.device, x0.dtype)[idx], self._s.to(x0.device, x0.dtype)[idx]
         return idx, expand_to(alpha, x0) * x0 + expand_to(sigma, x0) * noise

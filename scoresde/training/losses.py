@@ -84,6 +84,19 @@ def drop_labels(model: Callable, y: Tensor, p: float, generator, *, total: int |
     return torch.where(drop, torch.full_like(y, null), y)
 
 
+def shard_rows(x0: Tensor, shard: tuple[int, int] | None) -> tuple[int, slice]:
+    """``(total, rows)`` for a loss's draws: ``x0`` (a non-empty float batch) holds ``rows`` of a
+    global batch of ``total`` (``shard=(start, total)``; None: the whole batch)."""
+    check_float_tensor("x0", x0)
+    if x0.dim() < 1 or x0.shape[0] == 0:
+        raise ArgumentError(f"x0 must have a non-empty batch dimension, got shape {tuple(x0.shape)}")
+    n = x0.shape[0]
+    start, total = (0, n) if shard is None else shard
+    if not (0 <= start and start + n <= total):
+        raise ArgumentError(f"shard must be (start, total) with 0 <= start and start + {n} <= total, got {shard!r}")
+    return total, slice(start, start + n)
+
+
 def _uniform(n: int, lo: float, hi: float, like: Tensor, generator) -> Tensor:
     u = torch.rand(n, generator=generator, device=like.device, dtype=like.dtype)
     return lo + (hi - lo) * u
@@ -165,16 +178,9 @@ class DSMLoss:
         network) and this shard's rows kept, so the shards of a data-parallel step see exactly
         the noise a single process would draw for the whole batch.
         """
-        check_float_tensor("x0", x0)
-        if x0.dim() < 1 or x0.shape[0] == 0:
-            raise ArgumentError(f"x0 must have a non-empty batch dimension, got shape {tuple(x0.shape)}")
-        n = x0.shape[0]
-        start, total = (0, n) if shard is None else shard
-        if not (0 <= start and start + n <= total):
-            raise ArgumentError(f"shard must be (start, total) with 0 <= start and start + {n} <= total, got {shard!r}")
+        total, rows = shard_rows(x0, shard)
         t, w = self.sample_t(total, x0, generator)
         noise = torch.randn((total, *x0.shape[1:]), generator=generator, device=x0.device, dtype=x0.dtype)
-        rows = slice(start, start + n)
         t, w, noise = t[rows], w[rows], noise[rows]
         alpha, sigma = (expand_to(v, x0) for v in self.sde.marginal(t))
         xt = alpha * x0 + sigma * noise

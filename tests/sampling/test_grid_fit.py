@@ -15,14 +15,6 @@ F64 = torch.float64
 FAST = dict(calibration=32, candidates=40, dtype=F64)  # a small fit: well under a second
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def ring():
     return ss.analytic.ring_mixture()

@@ -26,14 +26,6 @@ SDE = ss.VPSDE()
 M, S = 1.5, 0.5  # the one-Gaussian data N(M, S^2) in each dimension
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def gaussian():
     return ss.analytic.GaussianMixture(torch.full((1, 2), M, dtype=torch.float64),
                                        torch.full((1, 2), S, dtype=torch.float64), torch.ones(1, dtype=torch.float64))
