@@ -66,12 +66,15 @@ def main() -> None:
     ap.add_argument("--train-steps", type=int, nargs="+", default=[6000, 3000, 3000, 3000, 3000, 3000])
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--grid", default="log_snr", choices=("log_snr", "uniform", "edm"),
+                    help="the teacher's 64-step grid (the DDIM baselines always run on DDIM's default log-SNR grid)")
+    ap.add_argument("--tag", default="", help="suffix of the result files (distill_ring<tag>.csv, ...)")
     ap.add_argument("--summary", action="store_true", help="print the tables from the CSVs and stop")
     ap.add_argument("--digits", action="store_true", help="the 8x8 digits part instead (see digits())")
     ap.add_argument("--teacher-steps", type=int, default=1500, help="--digits: DSM steps of the U-Net teacher")
     args = ap.parse_args()
     if args.summary:
-        summary()
+        summary(args.tag)
         return
     if args.digits:
         digits(args)
@@ -85,19 +88,19 @@ def main() -> None:
     torch.manual_seed(0)
     student = ss.ScoreModel(ss.MLP(2, args.hidden, 3), sde, "v", data_std=4.0)
     began = time.perf_counter()
-    res = ss.distill(exact32, sde, data, steps=STEPS, rounds=ROUNDS, student=student, out_dir=args.out,
+    res = ss.distill(exact32, sde, data, steps=STEPS, rounds=ROUNDS, student=student, out_dir=args.out, grid=args.grid,
                      train_steps=args.train_steps, batch_size=args.batch_size, lr=args.lr, warmup_steps=100,
                      lr_schedule="cosine", min_lr_ratio=0.05, ema_decay=0.995, checkpoint_every=500,
                      log_every=100, progress=False, seed=0)
     print(f"distillation: {time.perf_counter() - began:.0f} s in this call")
     RESULTS.mkdir(exist_ok=True)
     before = {}  # a rerun skips finished rounds (0 s in this call): keep their recorded cost
-    if (RESULTS / "distill_rounds.csv").exists():
-        before = {int(r["round"]): r for r in csv.DictReader(open(RESULTS / "distill_rounds.csv"))}
+    if (RESULTS / f"distill_rounds{args.tag}.csv").exists():
+        before = {int(r["round"]): r for r in csv.DictReader(open(RESULTS / f"distill_rounds{args.tag}.csv"))}
     for r in res.rounds:
         if r.seconds == 0 and r.round in before:
             r.seconds = float(before[r.round]["seconds"])
-    with open(RESULTS / "distill_rounds.csv", "w", newline="") as f:
+    with open(RESULTS / f"distill_rounds{args.tag}.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["round", "teacher_steps", "student_steps", "train_steps", "batch_size", "seconds", "final_loss"])
         for r in res.rounds:
@@ -116,8 +119,9 @@ def main() -> None:
         distilled = ddim(exact64, sde, x_T, res.teacher_grid)  # what the rounds distil: the 64-step DDIM map
         for k in sorted(students):
             s = students[k]
-            grid_k = ss.training.distillation.distillation_grid(sde, k)
-            assert torch.allclose(grid_k, s.grid, rtol=1e-10, atol=1e-12), "the student's grid is DDIM's log-SNR grid"
+            grid_k = ss.training.distillation.distillation_grid(sde, k)  # DDIM's own default grid
+            own_k = ss.training.distillation.distillation_grid(sde, k, args.grid)
+            assert torch.allclose(own_k, s.grid, rtol=1e-10, atol=1e-12), "the student's grid halves the teacher's"
             outs = {
                 "student": ddim(s.model, sde, x_T.float(), s.grid).double(),
                 "ddim": ddim(exact64, sde, x_T, grid_k),
@@ -137,15 +141,15 @@ def main() -> None:
                 if seed == args.seeds[0]:
                     shown[method, k] = x
         shown["exact", 0] = exact_map
-    with open(RESULTS / "distill_ring.csv", "w", newline="") as f:
+    with open(RESULTS / f"distill_ring{args.tag}.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
-    plot(shown, sorted(students))
-    summary()
+    plot(shown, sorted(students), args.tag)
+    summary(args.tag)
 
 
-def plot(shown, ks) -> None:
+def plot(shown, ks, tag="") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -168,11 +172,11 @@ def plot(shown, ks) -> None:
         ax.set_ylim(-6.5, 6.5)
         ax.set_aspect("equal")
     fig.tight_layout()
-    fig.savefig(RESULTS / "distill_ring.png", dpi=110)
+    fig.savefig(RESULTS / f"distill_ring{tag}.png", dpi=110)
 
 
-def summary() -> None:
-    rows = list(csv.DictReader(open(RESULTS / "distill_ring.csv")))
+def summary(tag="") -> None:
+    rows = list(csv.DictReader(open(RESULTS / f"distill_ring{tag}.csv")))
     print(f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, 1 thread\n")
     print("| method | steps | NFE | map error | to 64-step DDIM | dispersion err (floor) | mode TV (floor) | sliced W2 (floor) "
           "| SW / floor |")
@@ -190,7 +194,7 @@ def summary() -> None:
         print(f"| {name} | {k} | {sel[0]['nfe']} | {m('map_err'):.4f} | {m('ddim64_err'):.4f} | {m('disp_err'):.3f} ({m('disp_err_floor'):.3f}) "
               f"| {m('mode_tv'):.3f} ({m('mode_tv_floor'):.3f}) | {m('sw'):.3f} ({m('sw_floor'):.3f}) "
               f"| {m('sw') / m('sw_floor'):.2f} |")
-    rounds = list(csv.DictReader(open(RESULTS / "distill_rounds.csv")))
+    rounds = list(csv.DictReader(open(RESULTS / f"distill_rounds{tag}.csv")))
     print("\n| round | teacher -> student steps | optimiser steps (batch) | minutes | final loss |")
     print("|---:|---|---:|---:|---:|")
     for r in rounds:

@@ -8,7 +8,8 @@ r"""A residual MLP score network for vectors (2-D toys up to a few hundred dimen
 with :math:`e(c)` a time embedding of the conditioning scalar ``c`` (see
 :mod:`scoresde.models.embeddings`); a class-conditional MLP (``num_classes=K``) uses
 :math:`e(c) + E_y` instead, :math:`E_y` the learned vector of label :math:`y` (row :math:`K`: the
-null class, for ``y=None``). The output layer starts at zero, so an untrained network
+null class, for ``y=None``), and one built with ``guidance_range`` adds the guidance features
+:math:`G(w)` too. The output layer starts at zero, so an untrained network
 outputs 0 (for the ``eps`` parameterisation: the score of a standard normal at large t).
 """
 
@@ -17,10 +18,10 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from ..errors import ArgumentError, check_int, check_optional_int
-from .embeddings import ClassEmbedding, make_embedding
+from .embeddings import ClassEmbedding, Conditioned, make_embedding
 
 
-class MLP(nn.Module):
+class MLP(Conditioned, nn.Module):
     """Residual MLP ``net(x, c) -> (batch, dim)`` for inputs of shape ``(batch, dim)``.
 
     Args:
@@ -33,6 +34,9 @@ class MLP(nn.Module):
         out_dim: output size (default ``dim``).
         num_classes: :math:`K` for a class-conditional network ``net(x, c, y)`` (labels in
             ``[0, K)``, ``K`` or ``y=None`` the null class); None (default): ``net(x, c)`` only.
+        guidance_range: ``(w_min, w_max)`` for a network that also takes the guidance weight,
+            ``net(x, c, y, w=weights)`` (a guidance-distilled student, see
+            :mod:`scoresde.models.embeddings`); None (default): no weight input.
     """
 
     def __init__(
@@ -46,6 +50,7 @@ class MLP(nn.Module):
         embedding_scale: float | None = None,
         out_dim: int | None = None,
         num_classes: int | None = None,
+        guidance_range: tuple[float, float] | None = None,
     ):
         super().__init__()
         self.dim = check_int("dim", dim, 1)
@@ -77,18 +82,16 @@ class MLP(nn.Module):
         self.act = nn.SiLU()
         if self.num_classes is not None:  # built last: the other layers draw the same initial weights
             self.class_embed = ClassEmbedding(self.num_classes, hidden)
+        self.cond_dim, self.guidance_range = hidden, None
+        if guidance_range is not None:
+            self.add_guidance_input(guidance_range)
 
-    def forward(self, x: Tensor, c: Tensor, y: Tensor | None = None) -> Tensor:
+    def forward(self, x: Tensor, c: Tensor, y: Tensor | None = None, w: Tensor | None = None) -> Tensor:
         if x.dim() != 2 or x.shape[1] != self.dim:
             raise ArgumentError(f"MLP(dim={self.dim}) expects x of shape (batch, {self.dim}), got {tuple(x.shape)}")
         if c.shape != (x.shape[0],):
             raise ArgumentError(f"c must have shape ({x.shape[0]},), got {tuple(c.shape)}")
-        e = self.embed(c)
-        if self.num_classes is not None:
-            e = e + self.class_embed(y, x.shape[0])
-        elif y is not None:
-            raise ArgumentError("y: this MLP was built without num_classes and takes no class labels; "
-                                "build it with MLP(..., num_classes=K)")
+        e = self.conditioned(self.embed(c), y, w)
         h = self.inp(x)
         for b in self.blocks:
             h = h + b["fc2"](self.act(b["fc1"](self.act(h)) + b["temb"](e)))

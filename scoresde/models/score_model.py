@@ -26,6 +26,13 @@ output :math:`F` is turned into the score :math:`\nabla_x\log p_t(x)` by the
 ``(batch,)``), and ``model(x, t)`` (``y=None``) the unconditional score
 :math:`\nabla_x\log p_t(x)`, which the network computes from its learned null class (label
 ``K``, allowed per sample). The network is called as ``net(x_in, c, y=labels)``.
+
+**Guidance as an input** (a network built with ``guidance_range=(w_min, w_max)``, e.g. the
+student of ``ss.distill(..., guidance=...)``): ``model(x, t, y, guidance=w)`` is the network's
+estimate of the classifier-free-guided score :math:`s_u + w\,(s(\cdot\mid y) - s_u)` in one
+evaluation (Meng et al. 2023). Such a model needs labels; ``guidance`` defaults to 1 and a
+number outside the range it was distilled for is refused. The network is called as
+``net(x_in, c, y=labels, w=weights)``.
 """
 
 from __future__ import annotations
@@ -35,7 +42,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from ..errors import ArgumentError, check_float_tensor, check_labels, check_optional_int
+from ..errors import ArgumentError, check_float_tensor, check_labels, check_optional_int, check_real
 from ..sde import SDE, LinearSDEBase
 from ..sde.base import expand_to
 from .specs import build_net, build_sde, net_spec, sde_spec
@@ -138,6 +145,11 @@ class ScoreModel(nn.Module):
         }
         if self.num_classes is not None:  # recorded only when set: unconditional configs stay as they were
             self.config["num_classes"] = self.num_classes
+        #: ``(w_min, w_max)`` when the network takes the guidance weight as an input (else None)
+        self.guidance_range = getattr(net, "guidance_range", None)
+        if self.guidance_range is not None and self.num_classes is None:
+            raise ArgumentError("the net takes the guidance weight (guidance_range) but no class labels: guidance "
+                                "weighs a conditional score against the unconditional one; build it with num_classes=K")
 
     @classmethod
     def from_config(cls, config: dict[str, Any], *, sde: SDE | None = None, net: nn.Module | None = None) -> ScoreModel:
@@ -181,9 +193,30 @@ class ScoreModel(nn.Module):
             x = x * expand_to(scale, x)
         return x, c
 
-    def net_output(self, x: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
-        """The raw network output :math:`F` at ``(x, t)`` (and labels ``y``), checked to have ``x``'s shape."""
+    def _weights(self, guidance, x: Tensor) -> Tensor:
+        """The guidance weight per sample, ``(batch,)``; a number is checked against the range."""
+        if guidance is None:
+            guidance = 1.0
+        if isinstance(guidance, Tensor):
+            w = guidance.to(device=x.device, dtype=x.dtype)
+            w = w.expand(x.shape[0]) if w.dim() == 0 else w
+            if w.shape != (x.shape[0],):
+                raise ArgumentError(f"guidance must be a number or have shape ({x.shape[0]},), got {tuple(w.shape)}")
+            return w
+        lo, hi = self.guidance_range
+        w = check_real("guidance", guidance)
+        if not lo - 1e-9 <= w <= hi + 1e-9:
+            raise ArgumentError(f"guidance: this model was distilled for guidance weights in [{lo:g}, {hi:g}], "
+                                f"got {w:g}")
+        return x.new_full((x.shape[0],), w)
+
+    def net_output(self, x: Tensor, t: Tensor, y: Tensor | None = None, guidance=None) -> Tensor:
+        """The raw network output :math:`F` at ``(x, t)`` (and labels ``y``, guidance weight
+        ``guidance`` where the network takes them), checked to have ``x``'s shape."""
         x_in, c = self.net_input(x, t)
+        if self.guidance_range is None and guidance is not None:
+            raise ArgumentError("guidance: this ScoreModel does not take the guidance weight as an input; guide a "
+                                "class-conditional model with sample(..., cond=labels, guidance=w) instead")
         if self.num_classes is None:
             if y is not None:
                 raise ArgumentError("y: this ScoreModel is unconditional (num_classes=None) and takes no class "
@@ -192,7 +225,13 @@ class ScoreModel(nn.Module):
         else:
             if y is not None:
                 y = check_labels("y", y, self.num_classes, batch=x.shape[0], null=True).to(x.device)
-            out = self.net(x_in, c, y=y)
+            if self.guidance_range is None:
+                out = self.net(x_in, c, y=y)
+            elif y is None:
+                raise ArgumentError("y: this ScoreModel takes the guidance weight as an input (a guidance-distilled "
+                                    "student) and needs class labels: sample it with cond=labels, guidance=w")
+            else:
+                out = self.net(x_in, c, y=y, w=self._weights(guidance, x))
         if not isinstance(out, Tensor) or out.shape != x.shape:
             got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
             raise ArgumentError(f"net must return a tensor of x's shape {tuple(x.shape)}, got {got}")
@@ -205,14 +244,38 @@ class ScoreModel(nn.Module):
         t = self._check(x, t)
         return self.sde.to_score(out, x, t, self.parameterization, data_std=self.data_std)
 
-    def forward(self, x: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
+    def forward(self, x: Tensor, t: Tensor, y: Tensor | None = None, guidance=None) -> Tensor:
         """The score :math:`s_\\theta(x, t)`, or :math:`s_\\theta(x, t \\mid y)` given labels ``y`` of shape
-        ``(batch,)``; ``t`` a scalar or of shape ``(batch,)``."""
-        return self.output_to_score(self.net_output(x, t, y), x, t)
+        ``(batch,)``; ``t`` a scalar or of shape ``(batch,)``; ``guidance``: the weight, for a model
+        that takes it as an input (see the module)."""
+        return self.output_to_score(self.net_output(x, t, y, guidance), x, t)
 
-    def eps(self, x: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
+    def eps(self, x: Tensor, t: Tensor, y: Tensor | None = None, guidance=None) -> Tensor:
         """The implied noise prediction :math:`\\hat n = -\\sigma_t s_\\theta(x, t)` (linear SDEs)."""
         t = self._check(x, t)
         if self.parameterization == "eps":
-            return self.net_output(x, t, y)
-        return self.sde.to_eps(self(x, t, y), x, t, "score")
+            return self.net_output(x, t, y, guidance)
+        return self.sde.to_eps(self(x, t, y, guidance), x, t, "score")
+
+
+def with_guidance_input(model: ScoreModel, guidance_range: tuple[float, float]) -> ScoreModel:
+    """A copy of a class-conditional ``model`` whose network also takes the guidance weight, for
+    weights in ``guidance_range`` (the student that :func:`~scoresde.training.distill` starts
+    from with ``guidance=``). The added input starts at zero, so the copy computes the
+    conditional score of ``model`` at every weight until it is trained; ``model`` is unchanged.
+    """
+    import copy
+
+    if not isinstance(model, ScoreModel):
+        raise ArgumentError(f"model must be a ScoreModel, got {type(model).__name__}")
+    if model.num_classes is None:
+        raise ArgumentError("model must be class-conditional (num_classes=K) to take the guidance weight: guidance "
+                            "weighs its conditional score against its unconditional one")
+    if not callable(getattr(model.net, "add_guidance_input", None)):
+        raise ArgumentError(f"model.net ({type(model.net).__name__}) cannot take the guidance weight as an input; "
+                            f"the built-in MLP and UNet can (guidance_range=...)")
+    new = copy.deepcopy(model)
+    new.net.add_guidance_input(guidance_range)
+    new.guidance_range = new.net.guidance_range
+    new.config["net"] = net_spec(new.net)
+    return new

@@ -14,7 +14,8 @@ Structure, for ``channel_mults = (m_1, ..., m_L)`` and ``base`` channels:
 * GroupNorm, SiLU and a zero-initialised 3x3 output convolution.
 
 A class-conditional U-Net (``num_classes=K``) adds a learned class vector :math:`E_y` to the
-time embedding before it reaches the blocks (row :math:`K`: the null class, for ``y=None``).
+time embedding before it reaches the blocks (row :math:`K`: the null class, for ``y=None``); one
+built with ``guidance_range`` adds the guidance features :math:`G(w)` as well.
 
 Spatial sizes must be divisible by :math:`2^{L-1}`. It trains on 8x8 digits on a CPU in minutes
 (``base=32, channel_mults=(1, 2)``) and scales to 32x32 and beyond with more levels and width.
@@ -30,7 +31,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from ..errors import ArgumentError, check_optional_int
-from .embeddings import ClassEmbedding, make_embedding
+from .embeddings import ClassEmbedding, Conditioned, make_embedding
 
 
 def _groups(ch: int) -> int:
@@ -82,7 +83,7 @@ class AttnBlock(nn.Module):
         return (x + self.proj(h)) / math.sqrt(2.0)
 
 
-class UNet(nn.Module):
+class UNet(Conditioned, nn.Module):
     """U-Net ``net(x, c) -> x.shape`` for images of shape ``(batch, in_channels, H, W)``.
 
     Args:
@@ -97,6 +98,9 @@ class UNet(nn.Module):
         embedding, embedding_scale: time embedding (see :mod:`scoresde.models.embeddings`).
         num_classes: :math:`K` for a class-conditional network ``net(x, c, y)`` (labels in
             ``[0, K)``, ``K`` or ``y=None`` the null class); None (default): ``net(x, c)`` only.
+        guidance_range: ``(w_min, w_max)`` for a network that also takes the guidance weight,
+            ``net(x, c, y, w=weights)`` (a guidance-distilled student, see
+            :mod:`scoresde.models.embeddings`); None (default): no weight input.
     """
 
     def __init__(
@@ -112,6 +116,7 @@ class UNet(nn.Module):
         embedding: str = "fourier",
         embedding_scale: float | None = None,
         num_classes: int | None = None,
+        guidance_range: tuple[float, float] | None = None,
     ):
         super().__init__()
         for name, v in (
@@ -188,11 +193,14 @@ class UNet(nn.Module):
                 self.attn[f"u{i}"] = AttnBlock(layer.conv2.out_channels)
         if self.num_classes is not None:  # built last: the other layers draw the same initial weights
             self.class_embed = ClassEmbedding(self.num_classes, temb_dim)
+        self.cond_dim, self.guidance_range = temb_dim, None
+        if guidance_range is not None:
+            self.add_guidance_input(guidance_range)
 
     def _attention(self, key: str, h: Tensor) -> Tensor:
         return self.attn[key](h) if key in self.attn else h
 
-    def forward(self, x: Tensor, c: Tensor, y: Tensor | None = None) -> Tensor:
+    def forward(self, x: Tensor, c: Tensor, y: Tensor | None = None, w: Tensor | None = None) -> Tensor:
         if x.dim() != 4 or x.shape[1] != self.in_channels:
             raise ArgumentError(
                 f"UNet(in_channels={self.in_channels}) expects x of shape (batch, {self.in_channels}, H, W), "
@@ -205,12 +213,7 @@ class UNet(nn.Module):
             )
         if c.shape != (x.shape[0],):
             raise ArgumentError(f"c must have shape ({x.shape[0]},), got {tuple(c.shape)}")
-        temb = self.embed(c)
-        if self.num_classes is not None:
-            temb = temb + self.class_embed(y, x.shape[0])
-        elif y is not None:
-            raise ArgumentError("y: this UNet was built without num_classes and takes no class labels; "
-                                "build it with UNet(..., num_classes=K)")
+        temb = self.conditioned(self.embed(c), y, w)
         h = self.conv_in(x)
         stack = [h]
         for i, layer in enumerate(self.down):

@@ -174,9 +174,11 @@ def conditional_score(score_fn: Callable[..., Tensor], labels: Tensor, guidance:
     r"""The guided score of a class-conditional ``score_fn(x, t, y=labels)`` (classifier-free guidance).
 
     For labels of shape ``(batch,)``:
-    :math:`s_w = s(x, t) + w\,ig(s(x, t \mid y) - s(x, t)ig)`, with :math:`s(x, t)` =
+    :math:`s_w = s(x, t) + w\,\big(s(x, t \mid y) - s(x, t)\big)`, with :math:`s(x, t)` =
     ``score_fn(x, t)`` the unconditional score; ``guidance`` :math:`w = 1` is the conditional
     score (one evaluation), 0 the unconditional one (one evaluation), anything else costs two.
+    A model that takes the weight as an input (``guidance_range``, a guidance-distilled
+    student) is called once, as ``score_fn(x, t, y=labels, guidance=w)``.
     For labels of shape ``(batch, m)`` the ``m`` conditions are composed,
     :math:`s + w \sum_j (s(\cdot \mid y_j) - s)` (``m + 1`` evaluations; see the module doc for when
     that is exact).
@@ -184,6 +186,18 @@ def conditional_score(score_fn: Callable[..., Tensor], labels: Tensor, guidance:
     check_callable("score_fn", score_fn, "score_fn(x, t, y=labels)")
     w = check_real("guidance", guidance)
     cols = [labels] if labels.dim() == 1 else list(labels.unbind(1))
+    rng = getattr(score_fn, "guidance_range", None)
+    if rng is not None:  # a guidance-distilled student: the weight is its input, one evaluation
+        if len(cols) != 1:
+            raise ArgumentError(f"cond: a model that takes the guidance weight as an input serves one label per "
+                                f"sample, got labels of shape {tuple(labels.shape)}")
+        if not rng[0] - 1e-9 <= w <= rng[1] + 1e-9:
+            raise ArgumentError(f"guidance: this model was distilled for guidance weights in [{rng[0]:g}, {rng[1]:g}], "
+                                f"got {w:g}")
+
+        def student_score(x: Tensor, t: Tensor) -> Tensor:
+            return score_fn(x, t, y=labels, guidance=w)
+        return student_score
     if len(cols) == 1 and w == 1.0:
         def cond_score(x: Tensor, t: Tensor) -> Tensor:
             return score_fn(x, t, y=labels)

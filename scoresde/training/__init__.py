@@ -14,7 +14,14 @@ from .checkpoint import (
 )
 from .classifier import NoisyClassifier, fit_noisy_classifier
 from .config import TrainConfig
-from .distillation import DistillationLoss, DistilledStudent, DistillResult, RoundInfo, distill
+from .distillation import (
+    DistillationLoss,
+    DistilledStudent,
+    DistillResult,
+    GuidanceDistillationLoss,
+    RoundInfo,
+    distill,
+)
 from .ema import EMA
 from .losses import DSMLoss, SlicedScoreMatchingLoss
 from .run import Run, load_run
@@ -43,6 +50,7 @@ __all__ = [
     "fit_noisy_classifier",
     "distill",
     "DistillationLoss",
+    "GuidanceDistillationLoss",
     "DistillResult",
     "DistilledStudent",
     "RoundInfo",

@@ -50,7 +50,23 @@ round's teacher is this round's averaged (EMA) student. Each round is one
 CSV logs, progress, torchrun -- plus ``grid.json``, the student's times
 (:func:`~scoresde.sampling.save_grid`, for ``scoresde sample --grid``). A rerun skips the rounds
 that are finished and resumes an interrupted one from its newest checkpoint, bit for bit as
-the uninterrupted run (on the CPU).
+the uninterrupted run (on the CPU). Each round records its teacher's weights by their SHA-256, so
+a round distilled from other weights (an earlier round extended or retrained) is refused
+rather than reused: delete it and the rounds after it to redo them.
+
+**Guided models** (``guidance=(w_min, w_max)``; Meng et al. 2023, "On distillation of guided
+diffusion models"). Classifier-free guidance costs two evaluations per step,
+:math:`\hat x_0^w = \hat x_0^u + w(\hat x_0^c - \hat x_0^u)` (the data prediction is affine in the
+score, so this is :math:`s_u + w(s_c - s_u)` in data units). *Stage one*
+(:class:`GuidanceDistillationLoss`, ``out_dir/round_0/``): a copy of the class-conditional
+teacher whose network also takes :math:`w` (:func:`~scoresde.models.with_guidance_input`; the new
+input starts at zero, so the copy starts as the conditional model) learns
+:math:`\hat x_0^w(x_t)` at the N-step grid's times for :math:`w \sim U[w_{min}, w_{max}]`, with the
+loss above. *Stage two*: the R progressive rounds, each drawing :math:`w` per sample and taking
+the target from two steps of its teacher at that :math:`w` (one evaluation each: the teacher is
+the previous student). The final student serves every weight of the range in
+:math:`N/2^R` evaluations, ``ss.sample(res.student, sde, shape, sampler="ddim", grid=res.grid,
+cond=labels, guidance=w, denoise=False)``; a weight outside the range is refused.
 """
 
 from __future__ import annotations
@@ -58,6 +74,7 @@ from __future__ import annotations
 import copy
 import csv
 import dataclasses
+import hashlib
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -68,7 +85,8 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import ArgumentError, check_callable, check_int
-from ..models import ScoreModel
+from ..models import ScoreModel, with_guidance_input
+from ..models.embeddings import check_guidance_range
 from ..sde import SDE, LinearSDEBase
 from ..sde.base import expand_to
 from .config import TrainConfig
@@ -80,14 +98,23 @@ DEFAULT_GRID = "log_snr"
 GRID_FILE = "grid.json"
 
 
-def _data_x0(model: Callable, x: Tensor, t: Tensor, sde: LinearSDEBase, y: Tensor | None = None) -> Tensor:
-    r""":math:`\hat x_0(x, t)` of a score model, in data units.
+def _data_x0(model: Callable, x: Tensor, t: Tensor, sde: LinearSDEBase, y: Tensor | None = None,
+             w: Tensor | None = None) -> Tensor:
+    r""":math:`\hat x_0(x, t)` of a score model, in data units (guided by weights ``w`` if given).
 
     A :class:`ScoreModel` with an x0 / v / eps network is converted from its raw output (no
     round trip through the score, which loses digits where :math:`\alpha_t` is small); any other
-    callable is a score function, converted by Tweedie.
+    callable is a score function, converted by Tweedie. With ``w``, a model that takes the
+    weight as an input is called once; any other is guided by two evaluations,
+    :math:`\hat x_0^u + w(\hat x_0^c - \hat x_0^u)` (the data prediction is affine in the score).
     """
-    kw = {} if y is None else {"y": y}
+    if w is not None:
+        if getattr(model, "guidance_range", None) is None:
+            x0_u = _data_x0(model, x, t, sde)
+            return x0_u + expand_to(w, x) * (_data_x0(model, x, t, sde, y) - x0_u)
+        kw = {"y": y, "guidance": w}
+    else:
+        kw = {} if y is None else {"y": y}
     if isinstance(model, ScoreModel) and model.parameterization != "score":
         out = model.net_output(x, t, **kw)
         return model.data_std * sde.to_x0(out, x, t, model.parameterization, data_std=model.data_std)
@@ -111,29 +138,42 @@ class DistillationLoss:
     #: accepts ``shard=``: a data-parallel run draws the global batch's indices and noise
     shardable = True
 
-    def __init__(self, teacher: Callable, sde: SDE, times: Sequence[float] | Tensor, *, denoise: bool = True):
+    #: the ``config["loss"]`` name
+    name = "progressive_distillation"
+
+    def __init__(self, teacher: Callable, sde: SDE, times: Sequence[float] | Tensor, *, denoise: bool = True,
+                 guidance: tuple[float, float] | None = None):
         check_callable("teacher", teacher, "teacher(x, t) -> score")
         if not isinstance(sde, LinearSDEBase):
             raise ArgumentError(f"sde must be a linear SDE (LinearSDEBase) for DDIM distillation, got {type(sde).__name__}")
         t = torch.as_tensor(times, dtype=torch.float64).detach().cpu()
-        if t.dim() != 1 or t.numel() < 3 or t.numel() % 2 == 0:
-            raise ArgumentError(f"times must be the teacher's grid of 2K + 1 >= 3 times, got shape {tuple(t.shape)}")
+        if t.dim() != 1 or t.numel() < 2:
+            raise ArgumentError(f"times must be a 1-D grid of decreasing times, got shape {tuple(t.shape)}")
         if not bool(torch.isfinite(t).all()) or not bool((t[1:] < t[:-1]).all()) or float(t[-1]) <= 0 \
                 or float(t[0]) > sde.T:
             raise ArgumentError(f"times must be strictly decreasing inside (0, T], got {t.tolist()}")
         self.teacher, self.sde, self.denoise = teacher, sde, bool(denoise)
+        self.guidance = None if guidance is None else check_guidance_range("guidance", guidance)
         self.teacher_times = t
-        self.student_times = t[::2].clone()
+        self.student_times = self._student_grid(t).clone()
         self.K = len(self.student_times) - 1
+        # per student index i: (alpha, sigma) at tau_i = t_{2i}, at t_{2i+1} (m) and at tau_{i+1} (index K: the denoising one)
+        self._a, self._s = sde.marginal(self.student_times)
         alpha, sigma = sde.marginal(t)
-        # per student index i: (alpha, sigma) at t_{2i}, t_{2i+1}, t_{2i+2}; index K is the denoising one
-        self._a, self._s = alpha[::2], sigma[::2]
-        self._am = torch.cat([alpha[1::2], alpha[-1:]])
-        self._sm = torch.cat([sigma[1::2], sigma[-1:]])
+        self._am = torch.cat([alpha[1::2], alpha[-1:]])[: self.K + 1]
+        self._sm = torch.cat([sigma[1::2], sigma[-1:]])[: self.K + 1]
         self.last_loss: Tensor | None = None
-        self.config = {"loss": "progressive_distillation", "target": "x0", "weighting": "truncated_snr",
-                       "teacher_steps": 2 * self.K, "student_steps": self.K, "denoise": self.denoise,
+        self.config = {"loss": self.name, "target": "x0", "weighting": "truncated_snr",
+                       "teacher_steps": len(t) - 1, "student_steps": self.K, "denoise": self.denoise,
                        "times": [float(v) for v in t.tolist()]}
+        if self.guidance is not None:  # recorded only when set: unguided configs stay as they were
+            self.config["guidance"] = list(self.guidance)
+
+    def _student_grid(self, t: Tensor) -> Tensor:
+        """Every second time of the teacher's: one student step does two teacher steps."""
+        if t.numel() < 3 or t.numel() % 2 == 0:
+            raise ArgumentError(f"times must be the teacher's grid of 2K + 1 >= 3 times, got {t.numel()}")
+        return t[::2]
 
     # ---- the target ---------------------------------------------------------------------------
     def ddim_step(self, x: Tensor, x0: Tensor, a: Tensor, s: Tensor, a2: Tensor, s2: Tensor) -> Tensor:
@@ -143,10 +183,10 @@ class DistillationLoss:
         return r * x + (expand_to(a2, x) - r * expand_to(a, x)) * x0
 
     @torch.no_grad()
-    def target(self, xt: Tensor, idx: Tensor, y: Tensor | None = None) -> Tensor:
+    def target(self, xt: Tensor, idx: Tensor, y: Tensor | None = None, w: Tensor | None = None) -> Tensor:
         r""":math:`\tilde x_0` for states ``xt`` at the student times ``student_times[idx]``: two teacher
         DDIM steps solved for the one-step data prediction (index ``K``: the teacher's
-        :math:`\hat x_0` at :math:`t_{2K}`)."""
+        :math:`\hat x_0` at :math:`t_{2K}`); with guidance weights ``w``, of the teacher guided by them."""
         dev, dt = xt.device, xt.dtype
         idx = idx.to(dev)
         T = self.teacher_times.to(device=dev, dtype=dt)
@@ -155,18 +195,20 @@ class DistillationLoss:
         step = idx < self.K
         if bool(step.any()):
             i = idx[step]
-            x, yi = xt[step], None if y is None else y[step]
+            x, yi, wi = xt[step], None if y is None else y[step], None if w is None else w[step]
             a0, s0 = a[step], s[step]
             am, sm = self._am.to(dev, dt)[i], self._sm.to(dev, dt)[i]
             a2, s2 = self._a.to(dev, dt)[i + 1], self._s.to(dev, dt)[i + 1]
-            x_mid = self.ddim_step(x, _data_x0(self.teacher, x, T[2 * i], self.sde, yi), a0, s0, am, sm)
-            x_end = self.ddim_step(x_mid, _data_x0(self.teacher, x_mid, T[2 * i + 1], self.sde, yi), am, sm, a2, s2)
+            x_mid = self.ddim_step(x, _data_x0(self.teacher, x, T[2 * i], self.sde, yi, wi), a0, s0, am, sm)
+            x_end = self.ddim_step(x_mid, _data_x0(self.teacher, x_mid, T[2 * i + 1], self.sde, yi, wi),
+                                   am, sm, a2, s2)
             r = expand_to(s2 / s0, x)
             out[step] = (x_end - r * x) / (expand_to(a2, x) - r * expand_to(a0, x))
         last = ~step
         if bool(last.any()):
             x = xt[last]
-            out[last] = _data_x0(self.teacher, x, T[-1].expand(x.shape[0]), self.sde, None if y is None else y[last])
+            out[last] = _data_x0(self.teacher, x, T[-1].expand(x.shape[0]), self.sde, None if y is None else y[last],
+                                 None if w is None else w[last])
         return out
 
     # ---- the loss -----------------------------------------------------------------------------
@@ -183,15 +225,30 @@ class DistillationLoss:
         alpha, sigma = self._a.to(x0.device, x0.dtype)[idx], self._s.to(x0.device, x0.dtype)[idx]
         return idx, expand_to(alpha, x0) * x0 + expand_to(sigma, x0) * noise
 
+    def draw_weights(self, x0: Tensor, generator: torch.Generator | None = None, *,
+                     shard: tuple[int, int] | None = None) -> Tensor:
+        r"""Guidance weights :math:`w \sim U[w_{min}, w_{max}]`, one per row (drawn after :meth:`draw`'s)."""
+        total, rows = shard_rows(x0, shard)
+        gen_dev = generator.device if generator is not None else x0.device
+        u = torch.rand((total,), generator=generator, device=gen_dev, dtype=x0.dtype)[rows].to(x0.device)
+        lo, hi = self.guidance
+        return lo + (hi - lo) * u
+
     def __call__(self, model: Callable, x0: Tensor, generator: torch.Generator | None = None, *,
                  shard: tuple[int, int] | None = None, y: Tensor | None = None) -> Tensor:
         """Per-sample losses of ``x0``, shape ``(batch,)`` (``shard=(start, total)``: as for
         :class:`~scoresde.training.DSMLoss`, the draws cover the global batch)."""
         idx, xt = self.draw(x0, generator, shard=shard)
+        w = None
+        if self.guidance is not None:
+            if y is None:
+                raise ArgumentError("guidance distillation needs class labels: give labelled data (e.g. "
+                                    "TensorData(x, labels=y)) and a class-conditional student (num_classes=K)")
+            w = self.draw_weights(x0, generator, shard=shard)
         t = self.student_times.to(device=x0.device, dtype=x0.dtype)[idx]
         alpha, sigma = self._a.to(x0.device, x0.dtype)[idx], self._s.to(x0.device, x0.dtype)[idx]
-        target = self.target(xt, idx, y)
-        pred = _data_x0(model, xt, t, self.sde, y)
+        target = self.target(xt, idx, y, w)
+        pred = _data_x0(model, xt, t, self.sde, y, w)
         weight = (alpha.square() / sigma.square()).clamp(min=1.0)  # truncated SNR: max(SNR, 1)
         # the denoising step outputs x0_hat itself: its x0 error is the sample's error (weight 1; SNR
         # there, 1e4 at sigma/alpha = 0.01, would drown the K steps' losses)
@@ -199,6 +256,34 @@ class DistillationLoss:
         losses = weight * (pred - target).flatten(1).square().sum(1)
         self.last_loss = losses.detach().mean()
         return losses
+
+
+class GuidanceDistillationLoss(DistillationLoss):
+    r"""Stage one of guided distillation (Meng et al. 2023): a student that takes the guidance
+    weight as an input learns the guided teacher's data prediction.
+
+    With :math:`w \sim U[w_{min}, w_{max}]` per sample and a state :math:`x_t` at a time of the
+    grid (all ``len(times)`` of them, uniform), the target is the teacher's classifier-free
+    guided :math:`\hat x_0^w = \hat x_0^u + w(\hat x_0^c - \hat x_0^u)` at :math:`x_t` (two evaluations;
+    one for a teacher that takes the weight), and the loss the same truncated-SNR-weighted x0
+    error as :class:`DistillationLoss` (weight 1 at the last time). The student keeps the
+    teacher's grid: the progressive rounds that follow halve it with the weight as an input.
+    """
+
+    name = "guidance_distillation"
+
+    def __init__(self, teacher: Callable, sde: SDE, times: Sequence[float] | Tensor, guidance: tuple[float, float],
+                 *, denoise: bool = True):
+        super().__init__(teacher, sde, times, denoise=denoise, guidance=guidance)
+
+    def _student_grid(self, t: Tensor) -> Tensor:
+        return t
+
+    @torch.no_grad()
+    def target(self, xt: Tensor, idx: Tensor, y: Tensor | None = None, w: Tensor | None = None) -> Tensor:
+        r"""The guided teacher's :math:`\hat x_0^w` at ``xt`` and the times ``student_times[idx]``."""
+        t = self.student_times.to(device=xt.device, dtype=xt.dtype)[idx.to(xt.device)]
+        return _data_x0(self.teacher, xt, t, self.sde, y, w)
 
 
 # ---- the rounds ------------------------------------------------------------------------------
@@ -274,6 +359,20 @@ def _final_loss(folder: Path | None, loss: DistillationLoss) -> float:
     return float(loss.last_loss) if loss.last_loss is not None else math.nan
 
 
+def teacher_fingerprint(teacher: Callable) -> str | None:
+    """A SHA-256 of a network teacher's weights (None for a plain score function), recorded in
+    each round's metadata: a round found finished but distilled from other weights -- an earlier
+    round retrained or extended, another teacher -- is refused instead of silently reused."""
+    if not isinstance(teacher, nn.Module):
+        return None
+    digest = hashlib.sha256()
+    for name, value in sorted(teacher.state_dict().items()):
+        v = value.detach().cpu().contiguous().reshape(-1)
+        digest.update(f"{name}:{v.dtype}:{tuple(value.shape)}".encode())
+        digest.update(v.view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
 def _trainable_copy(model: nn.Module) -> nn.Module:
     return copy.deepcopy(model).requires_grad_(True).train()
 
@@ -291,6 +390,8 @@ def distill(
     grid: str | Sequence[float] | Tensor = DEFAULT_GRID,
     eps: float | None = None,
     denoise: bool = True,
+    guidance: tuple[float, float] | None = None,
+    guidance_steps: int | None = None,
     config: TrainConfig | None = None,
     device: str | torch.device | None = None,
     metadata: dict[str, Any] | None = None,
@@ -316,6 +417,11 @@ def distill(
         grid, eps: the teacher's grid (:func:`distillation_grid`; default log-SNR-uniform down
             to DDIM's default end time).
         denoise: also distil the final Tweedie step (see the module).
+        guidance: ``(w_min, w_max)``: distil the classifier-free-guided teacher for every weight in
+            the range into one student that takes the weight as an input (Meng et al. 2023; see
+            the module). The teacher must be class-conditional and the data labelled.
+        guidance_steps: optimiser steps of the guidance stage (``round_0/``; default: the first
+            round's ``train_steps``).
         config, **overrides: the Trainer's configuration (:class:`TrainConfig` fields, e.g.
             ``batch_size``, ``lr``, ``ema_decay``, ``checkpoint_every``, ``seed``); ``steps`` is
             set per round from ``train_steps``.
@@ -341,15 +447,41 @@ def distill(
     if steps % (2**rounds):
         raise ArgumentError(f"steps must be divisible by 2**rounds = {2**rounds} (each round halves the steps), "
                             f"got steps={steps} with rounds={rounds}")
+    teacher_range = getattr(teacher, "guidance_range", None)
+    if guidance is None:
+        guidance = teacher_range  # a teacher that already takes the weight: its rounds keep it
+    else:
+        guidance = check_guidance_range("guidance", guidance)
+        if teacher_range is not None and tuple(teacher_range) != guidance:
+            raise ArgumentError(f"guidance={guidance} but the teacher takes weights in {tuple(teacher_range)}: "
+                                f"leave guidance= out to distil it over its own range")
+    guided_stage = guidance is not None and teacher_range is None  # Meng et al.'s stage one is needed
     if student is None:
         if not isinstance(teacher, nn.Module):
             raise ArgumentError(f"student: the teacher is a plain score function ({type(teacher).__name__}), so give "
                                 f"the network to distil into as student=, e.g. ScoreModel(MLP(...), sde, 'v')")
-        init = teacher
+        if guided_stage and not isinstance(teacher, ScoreModel):
+            raise ArgumentError(f"student: with guidance= the student must take the weight as an input; the teacher "
+                                f"({type(teacher).__name__}) is not a ScoreModel to copy, so give student= built with "
+                                f"guidance_range={guidance}")
+        init = with_guidance_input(teacher, guidance) if guided_stage else teacher
     elif not isinstance(student, nn.Module):
         raise ArgumentError(f"student must be a torch.nn.Module score model, got {type(student).__name__}")
     else:
         init = student
+    if guidance is not None:
+        own = getattr(init, "guidance_range", None)
+        if own is None or tuple(own) != guidance:
+            raise ArgumentError(f"student must take the guidance weight as an input for weights in {guidance} (a "
+                                f"network built with guidance_range={guidance}, see ss.models.with_guidance_input); "
+                                f"it has guidance_range={own}")
+        if getattr(init, "num_classes", None) is None:
+            raise ArgumentError("student: guidance distillation needs a class-conditional student (num_classes=K)")
+    if guidance_steps is not None:
+        guidance_steps = check_int("guidance_steps", guidance_steps)
+        if not guided_stage:
+            raise ArgumentError("guidance_steps is the guidance stage's length; it needs guidance= and a teacher "
+                                "that does not take the weight already")
     if isinstance(train_steps, (int,)) and not isinstance(train_steps, bool):
         per_round = [check_int("train_steps", train_steps)] * rounds
     elif isinstance(train_steps, Sequence) and not isinstance(train_steps, (str, bytes)):
@@ -371,14 +503,22 @@ def distill(
         current_teacher = copy.deepcopy(teacher).eval().requires_grad_(False)
     start_from = init
     students, infos = [], []
-    for r in range(1, rounds + 1):
-        t_teacher = times[:: 2 ** (r - 1)]
-        loss = DistillationLoss(current_teacher, sde, t_teacher, denoise=denoise)
+    for r in range(0 if guided_stage else 1, rounds + 1):
+        if r == 0:  # the guidance stage: the student learns the guided teacher on its own grid
+            loss: DistillationLoss = GuidanceDistillationLoss(current_teacher, sde, times, guidance, denoise=denoise)
+            n_steps = per_round[0] if guidance_steps is None else guidance_steps
+        else:
+            loss = DistillationLoss(current_teacher, sde, times[:: 2 ** (r - 1)], denoise=denoise, guidance=guidance)
+            n_steps = per_round[r - 1]
         folder = out / f"round_{r}" if out is not None else None
-        meta = {**(metadata or {}), "distill": {"round": r, "rounds": rounds, "steps": steps,
-                                                "student_steps": loss.K, "sampler": "ddim"}}
+        facts = {"round": r, "rounds": rounds, "steps": steps, "student_steps": loss.K, "sampler": "ddim"}
+        if guidance is not None:
+            facts["guidance"] = list(guidance)
+        if (fingerprint := teacher_fingerprint(current_teacher)) is not None:
+            facts["teacher_sha256"] = fingerprint
+        meta = {**(metadata or {}), "distill": facts}
         trainer = Trainer(_trainable_copy(start_from), loss, data, folder, config=config, device=device,
-                          metadata=meta, steps=per_round[r - 1], **overrides)
+                          metadata=meta, steps=n_steps, **overrides)
         if isinstance(current_teacher, nn.Module):  # our frozen copy, or the last round's student
             current_teacher.to(trainer.device)
         resumed = trainer.resume() if folder is not None else 0
@@ -391,9 +531,9 @@ def distill(
             from ..sampling.grid_fit import save_grid
 
             save_grid(folder / GRID_FILE, loss.student_times, sde=sde, sampler="ddim", distilled_round=r,
-                      teacher_steps=2 * loss.K)
+                      teacher_steps=len(loss.teacher_times) - 1)
         students.append(DistilledStudent(model, loss.student_times.clone(), r, loss.K))
-        infos.append(RoundInfo(r, 2 * loss.K, loss.K, trainer.step, seconds, _final_loss(folder, loss), resumed,
-                               folder))
+        infos.append(RoundInfo(r, len(loss.teacher_times) - 1, loss.K, trainer.step, seconds,
+                               _final_loss(folder, loss), resumed, folder))
         current_teacher = start_from = model
     return DistillResult(students[-1].model, students[-1].grid, students, infos, times)
