@@ -1,8 +1,8 @@
 """Progressive distillation on the ring mixture, measured against the exact probability-flow map.
 
 Teacher: the exact score of ``ss.analytic.ring_mixture()`` under ``ss.VPSDE()`` (no model error),
-run as DDIM (eta = 0) on the 64-step log-SNR-uniform grid down to DDIM's default end time
-(sigma/alpha = 0.01). Student: ``ss.ScoreModel(ss.MLP(2, HIDDEN, 3), sde, "v", data_std=4)``,
+run as DDIM (eta = 0) on the 64-step grid of ``--grid`` (default: equal steps in t, the library's
+default teacher grid) down to DDIM's default end time (sigma/alpha = 0.01). Student: ``ss.ScoreModel(ss.MLP(2, HIDDEN, 3), sde, "v", data_std=4)``,
 freshly initialised, distilled by ``ss.distill`` over 6 rounds: 64 -> 32 -> 16 -> 8 -> 4 -> 2 -> 1.
 
 For each student (K steps) and, beside it, the exact score's DDIM at K and at 2K steps on the
@@ -66,11 +66,12 @@ def main() -> None:
     ap.add_argument("--train-steps", type=int, nargs="+", default=[6000, 3000, 3000, 3000, 3000, 3000])
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--lr", type=float, default=1e-3)
-    ap.add_argument("--grid", default="log_snr", choices=("log_snr", "uniform", "edm"),
+    ap.add_argument("--grid", default="uniform", choices=("log_snr", "uniform", "edm"),
                     help="the teacher's 64-step grid (the DDIM baselines always run on DDIM's default log-SNR grid)")
     ap.add_argument("--tag", default="", help="suffix of the result files (distill_ring<tag>.csv, ...)")
     ap.add_argument("--summary", action="store_true", help="print the tables from the CSVs and stop")
     ap.add_argument("--digits", action="store_true", help="the 8x8 digits part instead (see digits())")
+    ap.add_argument("--guided", action="store_true", help="guided distillation on the labelled ring instead (see guided())")
     ap.add_argument("--teacher-steps", type=int, default=1500, help="--digits: DSM steps of the U-Net teacher")
     args = ap.parse_args()
     if args.summary:
@@ -78,6 +79,9 @@ def main() -> None:
         return
     if args.digits:
         digits(args)
+        return
+    if args.guided:
+        guided(args)
         return
     torch.set_num_threads(1)
     sde = ss.VPSDE()
@@ -119,13 +123,13 @@ def main() -> None:
         distilled = ddim(exact64, sde, x_T, res.teacher_grid)  # what the rounds distil: the 64-step DDIM map
         for k in sorted(students):
             s = students[k]
-            grid_k = ss.training.distillation.distillation_grid(sde, k)  # DDIM's own default grid
+            grid_k = ss.training.distillation.distillation_grid(sde, k, "log_snr")  # DDIM's own default grid
             own_k = ss.training.distillation.distillation_grid(sde, k, args.grid)
             assert torch.allclose(own_k, s.grid, rtol=1e-10, atol=1e-12), "the student's grid halves the teacher's"
             outs = {
                 "student": ddim(s.model, sde, x_T.float(), s.grid).double(),
                 "ddim": ddim(exact64, sde, x_T, grid_k),
-                "ddim_2x": ddim(exact64, sde, x_T, ss.training.distillation.distillation_grid(sde, 2 * k)),
+                "ddim_2x": ddim(exact64, sde, x_T, ss.training.distillation.distillation_grid(sde, 2 * k, "log_snr")),
             }
             for name in FAST:  # the few-step samplers at the student's evaluations, their own defaults
                 outs[name] = ss.sample(exact64, sde, tuple(x_T.shape), sampler=name, steps=k, x_start=x_T,
@@ -210,7 +214,7 @@ def digits(args) -> None:
     not Inception FID) to the held-out digits, with its floor (500 real training digits), and one
     PNG with the three sample grids side by side.
 
-        OMP_NUM_THREADS=1 python benchmarks/distill.py --digits --train-steps 300 --out /tmp/distill_digits
+        OMP_NUM_THREADS=1 python benchmarks/distill.py --digits --grid log_snr --train-steps 300 --out /tmp/distill_digits
     """
     import json
 
@@ -231,7 +235,7 @@ def digits(args) -> None:
     teacher = tr.ema.model
     rounds = 4
     k = args.train_steps[0]
-    res = ss.distill(teacher, sde, train, steps=STEPS, rounds=rounds, out_dir=out / "distill", train_steps=k,
+    res = ss.distill(teacher, sde, train, steps=STEPS, rounds=rounds, out_dir=out / "distill", train_steps=k, grid=args.grid,
                      batch_size=128, lr=2e-4, warmup_steps=50, ema_decay=0.99, checkpoint_every=100,
                      progress=False, seed=0)
     clf = ss.metrics.digits_classifier()
@@ -240,8 +244,8 @@ def digits(args) -> None:
     floor = ss.metrics.digits_frechet_distance(real, x_test, classifier=clf)
     x_T = sde.prior_sample((500, 1, 8, 8), generator=torch.Generator().manual_seed(3))
     grid = ss.training.distillation.distillation_grid
-    runs = {"student, 4 steps": (res.student, res.grid), "teacher DDIM, 4 steps": (teacher, grid(sde, 4)),
-            "teacher DDIM, 64 steps": (teacher, grid(sde, 64))}
+    runs = {"student, 4 steps": (res.student, res.grid), "teacher DDIM, 4 steps": (teacher, grid(sde, 4, "log_snr")),
+            "teacher DDIM, 64 steps": (teacher, grid(sde, 64, "log_snr"))}
     rows, shown = [], {}
     for name, (model, times) in runs.items():
         r = ss.sample(model, sde, tuple(x_T.shape), sampler="ddim", grid=times, x_start=x_T)
@@ -276,6 +280,106 @@ def digits(args) -> None:
         info["teacher_seconds"], info["rounds"] = prev["teacher_seconds"], prev["rounds"]
     (RESULTS / "distill_digits.json").write_text(json.dumps(info, indent=1) + "\n")
     print(json.dumps(info, indent=1))
+
+
+GUIDANCE = (0.0, 4.0)
+WEIGHTS = (0.0, 1.0, 2.0, 4.0)
+
+
+def guided(args) -> None:
+    """Guided distillation (Meng et al. 2023) on the ring with its 8 components as classes: the
+    exact class-conditional score as teacher, classifier-free guidance s_u + w (s_c - s_u) for
+    w in [0, 4]; one student ``MLP(2, HIDDEN, 3, num_classes=8, guidance_range=(0, 4))`` learns the
+    guided 64-step DDIM map (stage one), then 4 rounds take it to 4 steps with w as an input.
+    For w in WEIGHTS and each student: the mean distance to the exact guided PF-ODE map of the
+    same prior draws and labels (``ss.decode`` of the guided exact score), the label accuracy
+    (the most likely component is the label) and the spread (mean squared distance to the
+    label's mean over the exact map's), beside the guided DDIM of the exact score at the same
+    steps and at twice as many (2 evaluations per step where w is not 0 or 1).
+
+        OMP_NUM_THREADS=1 python benchmarks/distill.py --guided --grid uniform --out /tmp/distill_guided
+    """
+    torch.set_num_threads(1)
+    sde = ss.VPSDE()
+    gmm64 = ss.analytic.ring_mixture().to(dtype=torch.float64)
+    exact64 = gmm64.class_score_fn(sde)
+    exact32 = ss.analytic.ring_mixture().to(dtype=torch.float32).class_score_fn(sde)
+    data = ss.MixtureDataset(ss.analytic.ring_mixture(), 20_000, seed=1)  # labels: the components
+    torch.manual_seed(0)
+    net = ss.MLP(2, args.hidden, 3, num_classes=8, guidance_range=GUIDANCE)
+    student = ss.ScoreModel(net, sde, "v", data_std=4.0)
+    rounds = 4
+    began = time.perf_counter()
+    res = ss.distill(exact32, sde, data, steps=STEPS, rounds=rounds, student=student, out_dir=args.out,
+                     grid=args.grid, guidance=GUIDANCE, guidance_steps=args.train_steps[0],
+                     train_steps=args.train_steps[1:rounds + 1], batch_size=args.batch_size, lr=args.lr,
+                     warmup_steps=100, lr_schedule="cosine", min_lr_ratio=0.05, ema_decay=0.995,
+                     checkpoint_every=500, log_every=100, progress=False, seed=0)
+    print(f"distillation: {time.perf_counter() - began:.0f} s in this call")
+    rows = []
+    for seed in args.seeds:
+        gen = torch.Generator().manual_seed(seed)
+        x_T = sde.prior_sample((args.n, 2), generator=gen).to(torch.float64)
+        y = torch.arange(args.n) % 8
+        for w in WEIGHTS:
+            guided_exact = ss.sampling.conditioning.conditional_score(exact64, y, w)
+            exact_map = ss.likelihood.decode(guided_exact, sde, x_T, eps=float(res.grid[-1]), rtol=1e-8, atol=1e-8)
+            evals = 1 if w in (0.0, 1.0) else 2
+
+            def measure(method, k, nfe, x, y=y, w=w, exact_map=exact_map, seed=seed):
+                near = ss.metrics.assign(x, gmm64)
+                spread = ((x - gmm64.means[y]).square().sum(1).mean()
+                          / (exact_map - gmm64.means[y]).square().sum(1).mean())
+                rows.append({"method": method, "steps": k, "nfe": nfe, "w": w, "seed": seed,
+                             "map_err": float((x - exact_map).norm(dim=1).mean()),
+                             "label_acc": float((near == y).double().mean()), "spread": float(spread)})
+
+            for s in res.students:
+                if s.round == 0 and s.steps != STEPS:
+                    continue
+                x = ss.sample(s.model, sde, tuple(x_T.shape), sampler="ddim", grid=s.grid, x_start=x_T.float(),
+                              cond=y, guidance=w, denoise=False, check_every=0).x.double()
+                measure("student", s.steps, s.steps, x)
+            for k in sorted({s.steps for s in res.students}):
+                for mult, name in ((1, "ddim"), (2, "ddim_2x")):
+                    if k * mult > STEPS:
+                        continue
+                    grid_k = ss.training.distillation.distillation_grid(sde, k * mult, "log_snr")
+                    x = ss.sample(exact64, sde, tuple(x_T.shape), sampler="ddim", grid=grid_k, x_start=x_T, cond=y,
+                                  guidance=w, denoise=False, check_every=0).x
+                    measure(name, k, k * mult * evals, x)
+    RESULTS.mkdir(exist_ok=True)
+    with open(RESULTS / f"distill_guided{args.tag}.csv", "w", newline="") as f:
+        wr = csv.DictWriter(f, fieldnames=list(rows[0]))
+        wr.writeheader()
+        wr.writerows(rows)
+    with open(RESULTS / f"distill_guided_rounds{args.tag}.csv", "w", newline="") as f:
+        wr = csv.writer(f)
+        wr.writerow(["round", "teacher_steps", "student_steps", "train_steps", "batch_size", "seconds", "final_loss"])
+        for r in res.rounds:
+            wr.writerow([r.round, r.teacher_steps, r.student_steps, r.train_steps, args.batch_size,
+                         f"{r.seconds:.1f}", f"{r.final_loss:.6g}"])
+    guided_summary(args.tag)
+
+
+def guided_summary(tag="") -> None:
+    rows = list(csv.DictReader(open(RESULTS / f"distill_guided{tag}.csv")))
+    print("| method | steps | " + " | ".join(f"w = {w:g}: NFE, map err, label acc, spread" for w in WEIGHTS) + " |")
+    print("|---|---:|" + "---|" * len(WEIGHTS))
+    order = {"student": 0, "ddim": 1, "ddim_2x": 2}
+    keys = sorted({(r["method"], int(r["steps"])) for r in rows}, key=lambda k: (-k[1], order[k[0]]))
+    for method, k in keys:
+        cells = []
+        for w in WEIGHTS:
+            sel = [r for r in rows if r["method"] == method and int(r["steps"]) == k and float(r["w"]) == w]
+
+            def m(name, sel=sel):
+                return statistics.mean(float(r[name]) for r in sel)
+            cells.append(f"{sel[0]['nfe']}, {m('map_err'):.3f}, {m('label_acc'):.3f}, {m('spread'):.2f}")
+        print(f"| {method} | {k} | " + " | ".join(cells) + " |")
+    for r in csv.DictReader(open(RESULTS / f"distill_guided_rounds{tag}.csv")):
+        print(f"round {r['round']}: {r['teacher_steps']} -> {r['student_steps']}, {r['train_steps']} steps, "
+              f"{float(r['seconds']) / 60:.2f} min, final loss {float(r['final_loss']):.4g}")
 
 
 if __name__ == "__main__":

@@ -46,6 +46,30 @@ def test_a_conditional_run_records_its_classes_and_samples_its_labels(conditiona
     assert hit.mean() > 0.9  # measured 1.0 (300 steps)
 
 
+@pytest.mark.slow
+def test_guided_distillation_of_a_conditional_run_then_sample_the_student(conditional_run, tmp_path, capsys):
+    out = tmp_path / "guided"
+    cmd = ["distill", "--checkpoint", str(conditional_run), "--steps", "8", "--rounds", "1", "--out", str(out),
+           "--guidance", "0", "3", "--guidance-steps", "40", "--train-steps", "20", "--batch-size", "64",
+           "--checkpoint-every", "0", "--no-progress", "--threads", "1"]
+    assert main(cmd) == 0
+    text = capsys.readouterr().out
+    assert "round 0: 8 -> 8 steps, 40 optimiser steps" in text and "round 1: 8 -> 4 steps, 20 optimiser steps" in text
+    assert "--label K --guidance W (W in [0, 3])" in text
+    cfg = json.loads((out / "round_1" / "config.json").read_text())
+    assert cfg["model"]["net"]["kwargs"]["guidance_range"] == [0.0, 3.0] and cfg["loss"]["guidance"] == [0.0, 3.0]
+    samples = tmp_path / "s.npz"
+    assert main(["sample", "--checkpoint", str(out / "round_1"), "--sampler", "ddim", "--grid",
+                 str(out / "round_1" / "grid.json"), "--label", "2", "--guidance", "2.5", "--n", "16",
+                 "--out", str(samples), "--no-progress"]) == 0
+    got = np.load(samples)
+    assert got["x"].shape == (16, 2) and int(got["nfe"]) == 5 and float(got["guidance"]) == 2.5  # 4 steps + denoise
+    line = _error(capsys, ["sample", "--checkpoint", str(out / "round_1"), "--sampler", "ddim", "--label", "2",
+                           "--guidance", "4", "--n", "4", "--out", str(tmp_path / "t.npz")])
+    assert "guidance: this model was distilled for guidance weights in [0, 3], got 4" in line
+    assert "W_MIN < W_MAX" in _error(capsys, [*cmd[:8], str(tmp_path / "bad"), "--guidance", "2", "1"])
+
+
 def test_runs_without_labels_record_what_they_always_did(tmp_path):
     out = tmp_path / "plain"
     assert main(["train", "--out", str(out), "train.steps=2", "train.progress=false"]) == 0

@@ -21,7 +21,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from ..errors import ArgumentError, check_dtype, check_float_tensor, check_int
+from ..errors import ArgumentError, check_dtype, check_float_tensor, check_int, check_labels
 from ..sde import SDE, LinearSDEBase
 
 
@@ -168,6 +168,30 @@ class GaussianMixture:
             return self.score(x, t, sde)
 
         return exact_score
+
+    def class_score_fn(self, sde: SDE) -> Callable[..., Tensor]:
+        r"""The exact class-conditional score with the components as classes: ``score_fn(x, t, y)``
+        is :math:`\nabla_x\log\mathcal N(x; \alpha_t\mu_y, v_{y,t})`, the score of
+        :math:`p_t(x \mid y)`, for labels ``y`` of shape ``(batch,)`` in ``[0, K)``, and
+        ``score_fn(x, t)`` the mixture's :math:`\nabla_x\log p_t(x)`. It carries ``num_classes = K``,
+        so ``sample(..., cond=labels, guidance=w)`` and guided distillation take it as a teacher
+        (a labelled :class:`~scoresde.data.MixtureDataset` has the same labels).
+        """
+        sde = _require_linear(sde)
+        K = self.n_components
+
+        def exact_class_score(x: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
+            if y is None:
+                return self.score(x, t, sde)
+            self._check_x(x)
+            y = check_labels("y", y, K, batch=x.shape[0]).to(x.device)
+            m, v, _ = self._moments_t(x, t, sde)  # (batch or 1, K, D)
+            pick = y.reshape(-1, 1, 1).expand(-1, 1, self.dim)
+            m, v = (a.expand(x.shape[0], -1, -1).gather(1, pick)[:, 0] for a in (m, v))
+            return -(x - m) / v
+
+        exact_class_score.num_classes = K
+        return exact_class_score
 
     def prior_log_prob(self, sde: SDE) -> Callable[[Tensor], Tensor]:
         r"""The exact :math:`\log p_T(z)` as a function of ``z`` (to replace the Gaussian prior)."""

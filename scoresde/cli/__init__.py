@@ -209,7 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "distill", formatter_class=_FORMATTER, help="distil a run's DDIM sampler into a few-step student",
         description="Progressive distillation (Salimans & Ho 2022) of the run's DDIM (eta = 0) sampler on a "
-                    "log-SNR-uniform grid of --steps steps: --rounds rounds, each halving the steps, each student "
+                    "grid of --steps steps (--grid): --rounds rounds, each halving the steps, each student "
                     "initialised from its teacher (round 1: the run's EMA weights). Round r trains in its own run "
                     "folder OUT/round_r/ (config.json, metrics.csv, checkpoints/) and writes OUT/round_r/grid.json, "
                     "the student's times. Rerunning the same command skips finished rounds and resumes an "
@@ -221,6 +221,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=64, help="the teacher's DDIM steps N (default 64)")
     p.add_argument("--rounds", type=int, default=4, help="halvings R: the student takes N / 2**R steps (default 4)")
     p.add_argument("--out", required=True, metavar="DIR", help="folder for the rounds' run folders round_1/, ...")
+    p.add_argument("--grid", choices=("uniform", "log_snr", "edm"), default="uniform",
+                   help="the teacher's grid: equal steps in t (default), in log-SNR, or EDM's")
     p.add_argument("--train-steps", type=int, default=2000, help="optimiser steps per round (default 2000)")
     p.add_argument("--batch-size", type=int, default=256, help="training batch size (default 256)")
     p.add_argument("--lr", type=float, default=1e-4, help="AdamW learning rate (default 1e-4)")
@@ -229,6 +231,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="checkpoint every this many steps within a round (default 500; 0: at its end only)")
     p.add_argument("--data", default=None, help="training data (ring, digits, a toy set name or a .npz file; "
                    "default: the run's training data)")
+    p.add_argument("--guidance", type=float, nargs=2, default=None, metavar=("W_MIN", "W_MAX"),
+                   help="distil the class-conditional run's classifier-free guidance for every weight in "
+                        "[W_MIN, W_MAX] into one student that takes the weight as an input (Meng et al. 2023): "
+                        "a guidance stage in OUT/round_0/, then the rounds; sample it with --label and --guidance")
+    p.add_argument("--guidance-steps", type=int, default=None,
+                   help="optimiser steps of the guidance stage (default: --train-steps)")
     _sde_option(p, "the SDE of a run trained with a class that is not built in, or a replacement for the run's")
     _progress_option(p)
     _common(p)

@@ -386,10 +386,23 @@ def distill_cmd(args: argparse.Namespace) -> int:
         raise CLIError(f"--ema-decay must lie in [0, 1), got {args.ema_decay!r}")
     check_seed("--seed", args.seed)
     check_sde_option(args.sde)
+    guidance = None
+    if args.guidance is not None:
+        lo, hi = (check_real(f"--guidance {name}", v) for name, v in zip(("W_MIN", "W_MAX"), args.guidance, strict=True))
+        if not lo < hi:
+            raise CLIError(f"--guidance needs W_MIN < W_MAX, got {lo:g} {hi:g}")
+        guidance = (lo, hi)
+    if args.guidance_steps is not None:
+        if guidance is None:
+            raise CLIError("--guidance-steps is the guidance stage's length: give --guidance W_MIN W_MAX")
+        check_int("--guidance-steps", args.guidance_steps, 1)
     out = check_writable_dir(args.out, "--out")
     device = resolve_device(args.device)
     torch.manual_seed(args.seed)
     run = load_cli_run(args.checkpoint, device, args.sde)
+    if guidance is not None and getattr(run.model, "num_classes", None) is None:
+        raise CLIError(f"--guidance needs a class-conditional run (trained with labels); {args.checkpoint} is "
+                       f"unconditional")
     if not isinstance(run.sde, LinearSDEBase):
         raise CLIError(f"distillation needs a linear SDE (DDIM and the target use its marginals); this run's SDE is "
                        f"{run.sde!r}")
@@ -406,12 +419,14 @@ def distill_cmd(args: argparse.Namespace) -> int:
           f"{steps // 2**rounds} steps in {rounds} round(s) of {args.train_steps} steps; writing to {out}")
     res = distill(run.model, run.sde, data, steps=steps, rounds=rounds, out_dir=out, train_steps=args.train_steps,
                   device=device, metadata=meta, batch_size=args.batch_size, lr=lr, ema_decay=ema,
-                  checkpoint_every=args.checkpoint_every, seed=args.seed, progress=show_progress(args))
+                  checkpoint_every=args.checkpoint_every, seed=args.seed, progress=show_progress(args),
+                  guidance=guidance, guidance_steps=args.guidance_steps, grid=args.grid)
     for r in res.rounds:
         how = f"{r.seconds:.1f} s" if r.seconds else f"finished before (resumed at step {r.resumed_from})"
         print(f"round {r.round}: {r.teacher_steps} -> {r.student_steps} steps, {r.train_steps} optimiser steps, "
               f"{how}, final loss {r.final_loss:.4g} -> {r.path}")
     last = res.rounds[-1].path
+    how = "" if guidance is None else f" --label K --guidance W (W in [{guidance[0]:g}, {guidance[1]:g}])"
     print(f"sample the {len(res.grid) - 1}-step student with: scoresde sample --checkpoint {last} --sampler ddim "
-          f"--grid {last / GRID_FILE}")
+          f"--grid {last / GRID_FILE}{how}")
     return 0

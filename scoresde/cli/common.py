@@ -512,11 +512,12 @@ def load_cli_run(path: str, device: torch.device, sde_option: str | None = None,
 def score_fn_for(model: torch.nn.Module):
     """The model as a score function, with gradients off (sampling only)."""
 
-    def score_fn(x, t, y=None):
+    def score_fn(x, t, y=None, **guidance):
         with torch.no_grad():
-            return model(x, t) if y is None else model(x, t, y=y)
+            return model(x, t) if y is None else model(x, t, y=y, **guidance)
 
     score_fn.num_classes = getattr(model, "num_classes", None)  # None: unconditional (sample refuses cond=)
+    score_fn.guidance_range = getattr(model, "guidance_range", None)  # a student that takes the weight
     return score_fn
 
 

