@@ -47,7 +47,14 @@ from ..errors import (
 from ..flow import check_adaptive_method, check_flow_sde, reporting_score_failures, solve
 from ..sde import SDE, ScoreFn
 from .augmented import STOCHASTIC_TRACES, TRACE_TYPES, AugmentedFlow
-from .divergence import NOISE_TYPES, check_score_differentiable, draw_probes
+from .divergence import (
+    EXACT_METHODS,
+    NOISE_TYPES,
+    Batching,
+    ExactMethod,
+    check_score_differentiable,
+    draw_probes,
+)
 
 
 def nats_to_bits_per_dim(
@@ -116,6 +123,10 @@ class LikelihoodResult:
             exact trace (no estimator noise) and for one probe (no spread to estimate it from).
         probes: Hutchinson: the probes each sample's estimate averages, shape ``(batch,)`` (more where
             ``target_se`` asked for them; Hutch++: its residual probes); None for the exact trace.
+        exact_method: the exact trace: how its ``D`` products were taken in this solve, an
+            :class:`~scoresde.likelihood.divergence.ExactMethod` (``str()`` gives e.g. ``"vmap:8"``;
+            with ``exact_method="auto"`` its ``seconds`` hold each candidate's measured time per
+            evaluation); None for the stochastic traces.
     """
 
     log_p: Tensor
@@ -126,6 +137,7 @@ class LikelihoodResult:
     dims: int
     standard_error: Tensor | None = None
     probes: Tensor | None = None
+    exact_method: ExactMethod | None = None
 
     def bits_per_dim(self, num_bins: int | None = None, data_range: tuple[float, float] = (-1.0, 1.0)) -> Tensor:
         """Per-sample bits/dim, shape ``(batch,)``; see :func:`nats_to_bits_per_dim` for the formula.
@@ -151,6 +163,7 @@ def log_likelihood(
     prior_log_prob: Callable[[Tensor], Tensor] | None = None,
     generator: torch.Generator | None = None,
     chunk_size: int | None = None,
+    exact_method: str = "auto",
     max_steps: int = DEFAULT_MAX_STEPS,
     progress: bool = False,
     target_se: float | None = None,
@@ -180,6 +193,15 @@ def log_likelihood(
         generator: source of the Hutchinson probes (same generator state, same result).
         chunk_size: basis directions (exact) or probes (Hutchinson) pushed through each
             batched backward pass; bounds memory at about ``chunk_size * batch * D`` numbers.
+        exact_method: how the exact trace takes its ``D`` vector-Jacobian (or Jacobian-vector)
+            products: ``"auto"`` (default) measures the candidates by wall clock at the solve's first
+            evaluation and keeps the fastest for the rest of it (the extra candidates cost about one
+            to a few evaluations' time, once; on CUDA the device is synchronised then, never
+            afterwards), or one of ``"vmap"`` (batched reverse mode), ``"forward"`` (batched forward
+            mode), ``"loop"`` (``D`` plain backward passes) and ``"replicate"`` (stacked copies, for
+            networks functorch cannot batch) to fix it; ``chunk_size`` applies to the batched ones.
+            See :func:`~scoresde.likelihood.divergence.exact_divergence`; the result's
+            ``exact_method`` says what was used.
         max_steps: solver step budget; exceeding it raises :class:`~scoresde.errors.ODESolveError`
             with the time reached (a NaN/inf drift raises :class:`~scoresde.errors.NonFiniteError`).
         progress: show a tqdm bar over ``t`` (reads ``t`` on the host at every evaluation).
@@ -209,6 +231,9 @@ def log_likelihood(
     probes = check_int("probes", probes)
     rtol, atol = check_tolerance("rtol", rtol), check_tolerance("atol", atol)
     chunk_size = check_optional_int("chunk_size", chunk_size)
+    check_choice("exact_method", exact_method, EXACT_METHODS)
+    if exact_method != "auto" and trace != "exact":
+        raise ArgumentError(f"exact_method={exact_method!r} applies to trace='exact' only, got trace={trace!r}")
     max_steps = check_int("max_steps", max_steps)
     check_adaptive_method(method)
     eps = check_eps(sde.eps if eps is None else eps, sde.T)
@@ -237,11 +262,13 @@ def log_likelihood(
     with reporting_score_failures(x.shape):
         check_score_differentiable(score_fn, x, torch.full((1,), eps, dtype=x.dtype, device=x.device))
     nfe = 1  # the differentiability check
+    used: list[ExactMethod | None] = [None]
 
     def integrate(points: Tensor, eps_probes: Tensor | None) -> tuple[Tensor, Tensor]:
         """One solve from eps to T: (z, the divergence integral, per probe when there are several)."""
         nonlocal nfe
         system = AugmentedFlow(score_fn, sde, trace=trace, probes=eps_probes, chunk_size=chunk_size)
+        system.batching = Batching("auto", exact_method)  # one decision per solve, shared by its evaluations
         if system.per_probe:  # one integral per (residual) probe
             zeros = points.new_zeros(points.shape[0], (eps_probes[1] if trace == "hutch++" else eps_probes).shape[0])
         else:
@@ -250,6 +277,7 @@ def log_likelihood(
             out = solve(system, (points, zeros), [eps, sde.T], like=points, method=method, rtol=rtol,
                         atol=atol, max_steps=max_steps, progress=progress, desc="log-likelihood").final
         nfe += system.nfe
+        used[0] = system.batching.exact
         return out
 
     def draw(points: Tensor, k: int):
@@ -279,6 +307,7 @@ def log_likelihood(
         dims=dims,
         standard_error=se,
         probes=counts,
+        exact_method=used[0] if trace == "exact" else None,
     )
 
 

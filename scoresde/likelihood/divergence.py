@@ -5,18 +5,19 @@ For a field :math:`v:\mathbb R^D\to\mathbb R^D` applied sample by sample to a ba
 
 .. math:: \nabla\!\cdot v(x) = \operatorname{tr} J_v(x) = \sum_{i=1}^D e_i^\top J_v(x)\, e_i .
 
-* :func:`exact_divergence` computes every term: one forward pass of ``v`` and ``D``
-  vector-Jacobian products :math:`e_i^\top J_v`, batched with :func:`torch.func.vmap` over
-  :func:`torch.func.vjp` (in chunks of ``chunk_size`` to bound memory at about
-  ``chunk_size x batch x D`` numbers).
+* :func:`exact_divergence` computes every term: ``D`` vector-Jacobian products
+  :math:`e_i^\top J_v` (reverse mode; row :math:`i` of every sample's Jacobian, of which the
+  :math:`i`-th entry is kept) or Jacobian-vector products :math:`J_v e_i` (forward mode, column
+  :math:`i`), in one of several ways chosen by measured cost (below).
 * :func:`hutchinson_divergence` uses the unbiased estimator (Skilling 1989, Hutchinson 1990)
   :math:`\operatorname{tr} J = \mathbb E[\epsilon^\top J \epsilon]` for probes with
   :math:`\mathbb E[\epsilon\epsilon^\top] = I`, averaged over the given probes. For symmetric
   :math:`J`, Gaussian probes have variance :math:`2\|J\|_F^2` and Rademacher probes
   :math:`2(\|J\|_F^2 - \sum_i J_{ii}^2)`, never more.
 
-Both return ``(v(x), div)`` so the field is evaluated exactly once per call (once per chunk when
-replicated, below). The batch samples must not interact inside ``v`` (no batch norm): the
+Both return ``(v(x), div)`` so the field is evaluated exactly once per call (once per pass when
+replicated or in forward mode, and once per candidate when the exact trace's method is being
+measured, below). The batch samples must not interact inside ``v`` (no batch norm): the
 vector-Jacobian products are taken with the same direction for every sample at once.
 
 **Networks vmap cannot batch.** Several VJPs at once go through functorch (``vmap`` for the exact
@@ -31,6 +32,26 @@ one of ``batch`` rows, i.e. ``D`` sample-forwards per evaluation instead of one 
 arithmetic of the vmap path, whose ``D`` backward passes cost about two forwards each), and the
 activations of ``k * batch`` rows in memory. ``"auto"`` tries vmap at the first evaluation of a
 solve and keeps whichever worked for the rest of it.
+
+**The exact trace's method, by measured cost.** The ``D`` products can be taken by
+:func:`torch.func.vmap` over :func:`torch.func.vjp` after one forward pass, with all ``D`` cotangents
+in one batched backward pass or ``chunk_size`` at a time; by forward mode, :func:`torch.func.vmap`
+over :func:`torch.func.jvp`, ``chunk_size`` tangents per pass (each pass recomputes the primal, but
+no graph is stored); by a loop of ``D`` plain backward passes through one retained graph; or
+replicated, as above. They do the same arithmetic to within a small factor and compute the same
+numbers (to rounding), but their speed depends on the network, ``D``, the batch and the device,
+and no fixed one wins. Per evaluation at batch 128 on one CPU core, against one Hutchinson probe:
+for the exact score of a 64-D mixture, vmap over all 64 directions costs 20-65x, in chunks of 8
+4-17x and the loop 3.5-14x; for an MLP(64, 256, 3) 28-33x, 25-29x and 25-27x; for a U-Net on 8x8
+inputs 39-78x, 28-37x and 27-33x (the ranges are two runs on a loaded machine); forward mode
+was never the fastest (11-185x). So ``exact_method="auto"`` times the candidates at the first
+evaluation of each solve and keeps the fastest for the rest of it: the loop in full (its answer
+is the evaluation's), vmap over all directions, and vmap and forward mode in chunks, each chunked
+one run for its first pass only and extrapolated (``setup + passes x first pass``), so that
+measuring costs about one to three evaluations, once per solve. Functorch's one-off start-up
+(about 1 s for the first vmap of a vjp in a process on this CPU) is paid on a tiny function
+before the timing. Reading a clock needs the device to have finished: on CUDA the device is
+synchronised at each clock read of that first evaluation only, never afterwards.
 """
 
 from __future__ import annotations
@@ -175,6 +196,7 @@ class Batching:
         read (this call only), so that the clock sees the kernels.
         """
         device, d = x.device, x[0].numel()
+        _warm_up_functorch(x)
         sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
         result, seconds, refused, failure = None, {}, None, None
         for method, chunk in candidates:
@@ -207,6 +229,25 @@ class Batching:
         if self.mode == "auto":
             self.mode = "replicate" if refused is not None else "vmap"
         return result
+
+
+_functorch_warm = False
+
+
+def _warm_up_functorch(like: Tensor) -> None:
+    """Pay functorch's one-off start-up (lazy imports: about 1 s for the first vmap of a vjp on this
+    CPU, 0.2-0.4 s for the first jvp) once per process, on a tiny function, so that it does not
+    count against the first candidates timed."""
+    global _functorch_warm
+    if _functorch_warm:
+        return
+    y = like.new_ones(2)
+    try:
+        torch.func.vmap(torch.func.vjp(torch.sin, y)[1])(y.new_ones(2, 2))
+        torch.func.vmap(lambda e: torch.func.jvp(torch.sin, (y,), (e,))[1])(y.new_ones(2, 2))
+    except (RuntimeError, NotImplementedError):  # functorch unusable here: the candidates will say so
+        pass
+    _functorch_warm = True
 
 
 def _out_of_memory(err: BaseException) -> bool:
