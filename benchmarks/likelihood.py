@@ -1,11 +1,22 @@
-"""Likelihood benchmark: scoresde.log_likelihood vs k-diffusion's ``log_likelihood``.
+"""Likelihood benchmark: scoresde.log_likelihood vs k-diffusion's ``log_likelihood`` and
+score_sde_pytorch's likelihood function.
 
-Run from the repository root (k-diffusion is a benchmark-only dependency, never imported by
-scoresde or its tests)::
+Run from the repository root (k-diffusion and score_sde_pytorch are benchmark-only, never imported
+by scoresde or its tests)::
 
     pip install --no-deps k-diffusion safetensors pillow
-    python benchmarks/likelihood.py            # the comparison
-    python benchmarks/likelihood.py --prior    # the prior-mismatch table of docs/likelihood.md
+    python benchmarks/likelihood.py                      # the comparison, both peers
+    python benchmarks/likelihood.py --check              # first: score_sde_pytorch agrees with us?
+    python benchmarks/likelihood.py --peers kdiffusion   # the comparison without score_sde_pytorch
+    python benchmarks/likelihood.py --n 16 --dims 2,64 --repeats 1   # a quick run
+    python benchmarks/likelihood.py --prior              # the prior-mismatch table of docs/likelihood.md
+
+score_sde_pytorch (Song et al.'s reference code, github.com/yang-song/score_sde_pytorch) is not a
+package: its ``likelihood.py``, ``sde_lib.py`` and ``models/utils.py`` are read at run time from
+``--score-sde PATH`` (default ``$SCORE_SDE_PYTORCH``, else the mirror under /work/.mirror), a
+checkout or a bare git directory (read at ``HEAD``), and executed as modules; ``models/__init__.py``
+(the networks, with their CUDA extensions) is replaced by an empty package, and nothing else is
+needed.
 
 Same score, same model, same tolerances. k-diffusion works in the EDM/VE parameterisation: its
 model is a denoiser ``D(x, sigma)`` and it integrates ``dx/dsigma = (x - D)/sigma`` from
@@ -18,6 +29,24 @@ integrated from ``sigma(eps)`` to ``sigma_max``. (For VP one would use ``x_hat =
 VE needs no such change, so the comparison uses VE.) k-diffusion has only a one-probe
 Rademacher Hutchinson trace; ours runs exact and Hutchinson.
 
+score_sde_pytorch's ``get_likelihood_fn(sde, inverse_scaler, ...)(model, data)`` is driven with its
+own ``sde_lib.VPSDE`` / ``VESDE`` of the same parameters (its VP ``beta(t) = beta_min + t (beta_max -
+beta_min)`` and VE ``sigma(t) = sigma_min (sigma_max/sigma_min)^t`` on ``T = 1`` are ours) and its own
+``models.utils.get_score_fn(..., continuous=True)``, whose conventions the model follows: under VP the
+model gets ``labels = 999 t`` and must return ``-sigma_t s(x, t)`` (get_score_fn divides by the
+marginal std and flips the sign); under VE it gets ``labels = sigma(t)`` and returns ``s(x, t)``. Its
+sde_lib broadcasts the diffusion as ``[:, None, None, None]`` and sums the prior over dims (1, 2, 3),
+so data go in image-shaped, ``(batch, 1, 1, D)``. It integrates the augmented ODE from ``eps`` to
+``T`` with scipy's ``solve_ivp`` (RK45, ``rtol = atol = tol``, the same as ours), copying the state
+to numpy and back (and to float32: ``.type(torch.float32)``) at every evaluation, and each
+evaluation calls the score twice (once for the drift, once under autograd for the divergence), so
+its ``nfev`` is half its score calls; both are reported. Its prior is ours (N(0, I) for VP,
+N(0, sigma_max^2 I) for VE). It returns bits/dim with the offset ``7 - inverse_scaler(-1)``: with
+``inverse_scaler(x) = (x + 1)/2`` (centred data) that is 7, which is undone:
+``log p = -(bpd - 7) D ln 2``. Its one Rademacher probe is drawn with ``torch.randint_like`` from the
+global RNG; seeded with the same seed it is bit for bit the probe our ``draw_probes`` draws from a
+generator of that seed (checked at run time), so the Hutchinson rows use the same probe for both.
+
 Accuracy is measured against a reference that no trace estimator enters: the mixture's exact
 ``log p_eps(x)`` plus the Gaussian prior's mismatch ``log N(z) - log p_T(z)`` at the latent ``z``
 from a tight (1e-10) PF-ODE solve, i.e. the exact log-likelihood of the same model.
@@ -28,6 +57,8 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import math
+import os
+import subprocess
 import sys
 import time
 import types
@@ -57,6 +88,113 @@ def load_kdiffusion_sampling():
     import k_diffusion.sampling as ks
 
     return ks
+
+
+#: where score_sde_pytorch's sources are read from unless --score-sde says otherwise
+DEFAULT_SCORE_SDE = os.environ.get("SCORE_SDE_PYTORCH", "/work/.mirror/yang-song+score_sde_pytorch/repo")
+
+
+def _read_source(root: Path, name: str) -> str:
+    """``name`` from a checkout at ``root``, or from ``HEAD`` of a bare git directory there."""
+    if (root / name).is_file():
+        return (root / name).read_text()
+    out = subprocess.run(["git", f"--git-dir={root}", "show", f"HEAD:{name}"], capture_output=True, text=True)
+    if out.returncode != 0:
+        raise SystemExit(f"score_sde_pytorch: cannot read {name} from {root} (a checkout or a bare git directory "
+                         f"of github.com/yang-song/score_sde_pytorch): {out.stderr.strip()}; pass --score-sde PATH, "
+                         f"set SCORE_SDE_PYTORCH, or leave it out with --peers kdiffusion")
+    return out.stdout
+
+
+def load_score_sde(path: str):
+    """score_sde_pytorch's ``likelihood`` and ``sde_lib`` modules, executed from their sources at ``path``.
+
+    ``likelihood.py`` imports ``from models import utils``; ``models/utils.py`` imports ``sde_lib``.
+    Those two are registered under their own names while the three files execute (with an empty
+    ``models`` package instead of its ``__init__``, which imports the networks) and removed again, so
+    nothing else in this process sees them; each module keeps its references."""
+    root = Path(path)
+    saved = {name: sys.modules.get(name) for name in ("sde_lib", "models", "models.utils")}
+    loaded = {}
+    try:
+        for modname, filename in (("sde_lib", "sde_lib.py"), ("models", None), ("models.utils", "models/utils.py"),
+                                  ("score_sde_likelihood", "likelihood.py")):
+            mod = types.ModuleType(modname)
+            if filename is None:
+                mod.__path__ = []
+            else:
+                mod.__file__ = str(root / filename)
+            sys.modules[modname] = mod
+            if filename is not None:
+                exec(compile(_read_source(root, filename), mod.__file__, "exec"), mod.__dict__)
+            loaded[modname] = mod
+            if modname == "models.utils":
+                loaded["models"].utils = mod
+    finally:
+        for name, old in saved.items():
+            if old is None:
+                sys.modules.pop(name, None)
+            else:
+                sys.modules[name] = old
+        sys.modules.pop("score_sde_likelihood", None)
+    return loaded["score_sde_likelihood"], loaded["sde_lib"]
+
+
+class ScoreSDEModel(torch.nn.Module):
+    """Our score ``score_fn(x, t)`` (flat ``(batch, D)``, float64) as a score_sde_pytorch continuous-time
+    model ``model(x, labels)`` on image-shaped ``(batch, 1, 1, D)`` inputs: ``labels = 999 t`` and output
+    ``-sigma_t s(x, t)`` under VP, ``labels = sigma(t)`` and output ``s(x, t)`` under VE (what its
+    ``get_score_fn(..., continuous=True)`` undoes). Computes in float64 and answers in the input's dtype
+    (float32 there), like a float32 network. ``calls`` counts its evaluations."""
+
+    def __init__(self, score_fn, sde):
+        super().__init__()
+        self.score_fn, self.sde, self.calls = score_fn, sde, 0
+        self.ve = isinstance(sde, ss.VESDE)
+
+    def forward(self, x, labels):
+        self.calls += 1
+        flat, lab = x.reshape(x.shape[0], -1).double(), labels.double()
+        if self.ve:
+            t = (torch.log(lab / self.sde.sigma_min) / math.log(self.sde.sigma_max / self.sde.sigma_min)).clamp(0.0, self.sde.T)
+            out = self.score_fn(flat, t)
+        else:
+            t = (lab / 999).clamp(0.0, self.sde.T)
+            out = -self.sde.marginal(t)[1][:, None] * self.score_fn(flat, t)
+        return out.reshape(x.shape).to(x.dtype)
+
+
+def score_sde_runner(lib, score_fn, sde, x, tol, seed):
+    """``run() -> (log_p (batch,) float64, nfev, score calls)`` of score_sde_pytorch's likelihood on ``x``
+    (``(batch, D)``) with its one Rademacher probe drawn after ``torch.manual_seed(seed)``."""
+    likelihood, sde_lib = lib
+    theirs = (sde_lib.VESDE(sigma_min=sde.sigma_min, sigma_max=sde.sigma_max, N=1000) if isinstance(sde, ss.VESDE)
+              else sde_lib.VPSDE(beta_min=sde.beta_min, beta_max=sde.beta_max, N=1000))
+    fn = likelihood.get_likelihood_fn(theirs, lambda v: (v + 1.0) / 2.0, hutchinson_type="Rademacher",
+                                      rtol=tol, atol=tol, method="RK45", eps=sde.eps)
+    model = ScoreSDEModel(score_fn, sde)
+    batch, dim = x.shape
+    data = x.reshape(batch, 1, 1, dim)
+
+    def run():
+        torch.manual_seed(seed)
+        model.calls = 0
+        bpd, _, nfev = fn(model, data)
+        log_p = -(bpd.double() - 7.0) * dim * math.log(2)  # offset 7 - inverse_scaler(-1) = 7
+        return log_p, nfev, model.calls
+
+    return run
+
+
+def check_same_probe(x, seed):
+    """score_sde_pytorch's probe (``torch.randint_like`` on the global RNG after ``manual_seed(seed)``) is
+    our ``draw_probes`` from a generator seeded ``seed``: raise if not."""
+    torch.manual_seed(seed)
+    theirs = torch.randint_like(x.reshape(x.shape[0], 1, 1, -1), low=0, high=2).float() * 2 - 1.0
+    ours = ss.likelihood.draw_probes(x, 1, "rademacher", torch.Generator().manual_seed(seed))[0]
+    if not torch.equal(theirs.reshape(x.shape).to(ours.dtype), ours):
+        raise SystemExit("score_sde_pytorch's probe differs from ours for the same seed: the Hutchinson rows "
+                         "would not compare like with like")
 
 
 def kdiff_denoiser(score_fn, sde: ss.LinearSDE):
@@ -89,26 +227,33 @@ def timed_pair(fns, repeats):
     return best, outs
 
 
-def compare(ks, sde_kind, dim, batch, traces, tol, repeats, seed=0):
+def setup(sde_kind, dim, batch, seed=0):
+    """The SDE, the mixture's exact score, ``batch`` exact samples of p_eps, and the references: the
+    exact log-likelihood of our model (prior N(0, prior_std^2), also score_sde_pytorch's) and of
+    k-diffusion's (prior N(0, sigma_hat_T^2) on x_hat_T, i.e. N(0, sigma_T^2) on x_T: the same for VE,
+    sigma_T^2 = 1 - alpha_T^2 instead of 1 for VP)."""
     sde = ss.VESDE(sigma_min=0.01, sigma_max=50.0) if sde_kind == "VE" else ss.VPSDE()
     gmm = ss.analytic.ring_mixture() if dim == 2 else ss.analytic.random_mixture(dim=dim, n_components=8, seed=1)
     gmm = gmm.to(dtype=torch.float64)
     score = gmm.score_fn(sde)
     x = gmm.sample(batch, generator=torch.Generator().manual_seed(seed), t=sde.eps, sde=sde)
-    f64 = dict(dtype=torch.float64)
-    alpha_eps, sigma_eps = sde.marginal(torch.tensor(sde.eps, **f64))
-    alpha_T, sigma_T = sde.marginal(torch.tensor(sde.T, **f64))
-    sigma_hat_eps, sigma_hat_T = float(sigma_eps / alpha_eps), float(sigma_T / alpha_T)
-
-    # References: the exact log-likelihood of each model, no trace estimator involved. Ours has
-    # the prior N(0, prior_std^2); k-diffusion's N(0, sigma_hat_T^2) on x_hat_T, i.e. N(0, sigma_T^2)
-    # on x_T (the same for VE; sigma_T^2 = 1 - alpha_T^2 instead of 1 for VP).
     z_ref = ss.encode(score, sde, x, rtol=1e-10, atol=1e-10)
     exact = gmm.log_prob(x, sde.eps, sde)
     log_pT = gmm.log_prob(z_ref, sde.T, sde)
     ref_ours = exact + sde.prior_log_prob(z_ref) - log_pT
-    kd_prior = torch.distributions.Normal(0.0, float(sigma_T)).log_prob(z_ref).sum(1)
-    ref_kd = exact + kd_prior - log_pT
+    _, sigma_T = sde.marginal(torch.tensor(sde.T, dtype=torch.float64))
+    ref_kd = exact + torch.distributions.Normal(0.0, float(sigma_T)).log_prob(z_ref).sum(1) - log_pT
+    return sde, score, x, exact, ref_ours, ref_kd
+
+
+def compare(ks, sp, sde_kind, dim, batch, traces, tol, repeats, seed=0):
+    """One row per trace of ours, each against the peers given (``ks``: k_diffusion.sampling, ``sp``:
+    score_sde_pytorch's (likelihood, sde_lib); None leaves one out), timed interleaved."""
+    sde, score, x, exact, ref_ours, ref_kd = setup(sde_kind, dim, batch, seed)
+    f64 = dict(dtype=torch.float64)
+    alpha_eps, sigma_eps = sde.marginal(torch.tensor(sde.eps, **f64))
+    alpha_T, sigma_T = sde.marginal(torch.tensor(sde.T, **f64))
+    sigma_hat_eps, sigma_hat_T = float(sigma_eps / alpha_eps), float(sigma_T / alpha_T)
 
     model = kdiff_denoiser(score, sde)
 
@@ -118,6 +263,10 @@ def compare(ks, sde_kind, dim, batch, traces, tol, repeats, seed=0):
         # density of x = alpha_eps x_hat: log p(x) = log p_hat(x_hat) - D log alpha_eps
         return ll_hat - dim * torch.log(alpha_eps), info["fevals"]
 
+    if sp is not None:
+        check_same_probe(x, seed)
+        sp_run = score_sde_runner(sp, score, sde, x, tol, seed)
+
     rows = []
     for trace in traces:
         def ours(trace=trace):
@@ -125,14 +274,47 @@ def compare(ks, sde_kind, dim, batch, traces, tol, repeats, seed=0):
                                      generator=torch.Generator().manual_seed(seed))
 
         ours()  # warm-up (first torch.func / autograd use)
-        (our_time, kd_time), (res, (kd_ll, kd_nfe)) = timed_pair([ours, kd], repeats)
-        rows.append(dict(
-            sde=sde_kind, dim=dim, batch=batch, trace=trace, tol=tol,
-            our_time=our_time, our_nfe=res.nfe, our_err=(res.log_p - ref_ours).abs().mean().item(),
-            kd_time=kd_time, kd_nfe=kd_nfe, kd_err=(kd_ll - ref_kd).abs().mean().item(),
-            mismatch=(ref_ours - exact).abs().mean().item(),
-        ))
+        fns = [ours] + ([kd] if ks is not None else []) + ([sp_run] if sp is not None else [])
+        times, outs = timed_pair(fns, repeats)
+        res = outs[0]
+        row = dict(sde=sde_kind, dim=dim, batch=batch, trace=trace, tol=tol,
+                   our_time=times[0], our_nfe=res.nfe, our_err=(res.log_p - ref_ours).abs().mean().item(),
+                   our_method=str(res.exact_method) if res.exact_method is not None else "",
+                   mismatch=(ref_ours - exact).abs().mean().item())
+        i = 1
+        if ks is not None:
+            kd_ll, kd_nfe = outs[i]
+            row.update(kd_time=times[i], kd_nfe=kd_nfe, kd_err=(kd_ll - ref_kd).abs().mean().item())
+            i += 1
+        if sp is not None:
+            sp_ll, sp_nfev, sp_calls = outs[i]
+            row.update(sp_time=times[i], sp_nfe=sp_nfev, sp_calls=sp_calls,
+                       sp_err=(sp_ll - ref_ours).abs().mean().item())
+        rows.append(row)
     return rows
+
+
+def agreement(sp, kinds, dims, n, tol, seed=0):
+    """score_sde_pytorch against ours and the exact answer on ``n`` points: its log-likelihood with
+    its one probe, ours with the same probe (Hutchinson) and ours with the exact trace; a markdown table."""
+    lines = [f"score_sde_pytorch vs ours on {n} points, rtol = atol = {tol:g}, the same Rademacher probe "
+             "(mean |difference| over the points, nats; reference: the exact log-likelihood of the model)\n",
+             "| SDE | D | |theirs - ours|, same probe: mean | max | theirs - ref: mean |error| | ours (probe) - ref "
+             "| ours (exact trace) - ref | their nfev / score calls | our NFE (probe) |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for kind in kinds:
+        for dim in dims:
+            sde, score, x, _, ref, _ = setup(kind, dim, n, seed)
+            check_same_probe(x, seed)
+            theirs, nfev, calls = score_sde_runner(sp, score, sde, x, tol, seed)()
+            kw = dict(rtol=tol, atol=tol)
+            probe = ss.log_likelihood(score, sde, x, trace="hutchinson", generator=torch.Generator().manual_seed(seed), **kw)
+            ex = ss.log_likelihood(score, sde, x, trace="exact", **kw)
+            gap = (theirs - probe.log_p).abs()
+            lines.append(f"| {kind} | {dim} | {gap.mean():.2e} | {gap.max():.2e} | {(theirs - ref).abs().mean():.3g} "
+                         f"| {(probe.log_p - ref).abs().mean():.3g} | {(ex.log_p - ref).abs().mean():.2e} "
+                         f"| {nfev} / {calls} | {probe.nfe} |")
+    return "\n".join(lines)
 
 
 def prior_mismatch_table(n_mc=2_000_000):
@@ -169,35 +351,82 @@ def prior_mismatch_table(n_mc=2_000_000):
     return "\n".join(lines)
 
 
+def _ints(text):
+    return [int(v) for v in text.split(",") if v]
+
+
+PEERS = ("kdiffusion", "score_sde")
+
+
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] + " " + __doc__.splitlines()[1],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog="\n".join(__doc__.splitlines()[2:]))
     parser.add_argument("--prior", action="store_true", help="print the prior-mismatch table only")
-    parser.add_argument("--tol", type=float, default=1e-5)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--tol", type=float, default=1e-5, help="rtol = atol for every library (default 1e-5)")
+    parser.add_argument("--repeats", type=int, default=5, help="interleaved runs; the fastest counts (default 5)")
+    parser.add_argument("--peers", default=",".join(PEERS),
+                        help=f"comma-separated peers to compare with, of {', '.join(PEERS)} (default: both)")
+    parser.add_argument("--score-sde", default=DEFAULT_SCORE_SDE, metavar="PATH",
+                        help="score_sde_pytorch's sources: a checkout or a bare git directory "
+                             "(default: $SCORE_SDE_PYTORCH, else %(default)s)")
+    parser.add_argument("--n", type=int, default=None,
+                        help="points per row (default 512 in 2-D, 64 in 64-D, 32 in 784-D; 8 for --check)")
+    parser.add_argument("--dims", default="2,64,784", help="comma-separated dimensions to run (default 2,64,784)")
+    parser.add_argument("--check", action="store_true",
+                        help="only check that score_sde_pytorch agrees with ours (same probe) and with the exact "
+                             "answer, in 2-D and 64-D (or --dims), VE and VP")
     args = parser.parse_args()
     torch.set_num_threads(1)
     if args.prior:
         print(prior_mismatch_table())
         return
-    ks = load_kdiffusion_sampling()
+    peers = [p for p in args.peers.split(",") if p]
+    for p in peers:
+        if p not in PEERS:
+            parser.error(f"--peers: unknown peer {p!r}; choose from {', '.join(PEERS)}")
+    dims = _ints(args.dims)
+    if args.check:
+        sp = load_score_sde(args.score_sde)
+        print(agreement(sp, ("VE", "VP"), [d for d in dims if d <= 64] or dims, args.n or 8, args.tol))
+        return
+    ks = load_kdiffusion_sampling() if "kdiffusion" in peers else None
+    sp = load_score_sde(args.score_sde) if "score_sde" in peers else None
     cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), "?")
     print(f"device: {cpu}, torch {torch.__version__}, 1 thread; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
     print(f"float64, rtol = atol = {args.tol:g}, fastest of {args.repeats} interleaved runs; VE sigma 0.01..50, VP beta 0.1..20\n")
+    batches = {2: 512, 64: 64, 784: 32}
     rows = []
     for kind in ("VE", "VP"):
-        rows += compare(ks, kind, 2, 512, ["exact", "hutchinson"], args.tol, args.repeats)
-        rows += compare(ks, kind, 64, 64, ["exact", "hutchinson"], args.tol, args.repeats)
-        rows += compare(ks, kind, 784, 32, ["hutchinson"], args.tol, args.repeats)
-    print("| SDE | D | batch | ours: trace | ours: time s | ours: NFE | ours: mean abs err (nats) "
-          "| k-diff (Hutchinson): time s | NFE | mean abs err | time ratio k-diff/ours | NFE ratio |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+        for dim in dims:
+            traces = ["hutchinson"] if dim > 64 else ["exact", "hutchinson"]
+            rows += compare(ks, sp, kind, dim, args.n or batches.get(dim, 32), traces, args.tol, args.repeats)
+    head = "| SDE | D | batch | ours: trace | ours: time s | ours: NFE | ours: mean abs err (nats) "
+    rule = "|---|---|---|---|---|---|---"
+    if ks is not None:
+        head += "| k-diff (Hutchinson): time s | NFE | mean abs err | time ratio k-diff/ours | NFE ratio "
+        rule += "|---|---|---|---|---"
+    if sp is not None:
+        head += ("| score_sde (Hutchinson): time s | nfev | score calls | mean abs err | time ratio score_sde/ours "
+                 "| score-call ratio ")
+        rule += "|---|---|---|---|---|---"
+    print(head + "|")
+    print(rule + "|")
     for r in rows:
-        print(f"| {r['sde']} | {r['dim']} | {r['batch']} | {r['trace']} | {r['our_time']:.3f} | {r['our_nfe']} | {r['our_err']:.2e} "
-              f"| {r['kd_time']:.3f} | {r['kd_nfe']} | {r['kd_err']:.2e} | {r['kd_time'] / r['our_time']:.2f} "
-              f"| {r['kd_nfe'] / r['our_nfe']:.2f} |")
-    print("\n(prior mismatch |log N(z) - log p_T(z)|, common to both, mean over the batch: "
+        trace = r["trace"] + (f" ({r['our_method']})" if r["our_method"] else "")
+        line = (f"| {r['sde']} | {r['dim']} | {r['batch']} | {trace} | {r['our_time']:.3f} | {r['our_nfe']} "
+                f"| {r['our_err']:.2e} ")
+        if ks is not None:
+            line += (f"| {r['kd_time']:.3f} | {r['kd_nfe']} | {r['kd_err']:.2e} | {r['kd_time'] / r['our_time']:.2f} "
+                     f"| {r['kd_nfe'] / r['our_nfe']:.2f} ")
+        if sp is not None:
+            line += (f"| {r['sp_time']:.3f} | {r['sp_nfe']} | {r['sp_calls']} | {r['sp_err']:.2e} "
+                     f"| {r['sp_time'] / r['our_time']:.2f} | {r['sp_calls'] / r['our_nfe']:.2f} ")
+        print(line + "|")
+    print("\n(prior mismatch |log N(z) - log p_T(z)|, common to all, mean over the batch: "
           + ", ".join(f"{r['sde']} {r['dim']}-D {r['mismatch']:.1e}" for r in rows if r['trace'] == 'hutchinson')
-          + " nats; errors above are against each model's own exact log-likelihood)")
+          + " nats; errors above are against each model's own exact log-likelihood; the exact trace's method, "
+            "chosen by measured cost, in brackets)")
 
 
 if __name__ == "__main__":
