@@ -67,7 +67,8 @@ def _calls_per_evaluation(choice, d):
 
 def test_the_choice_is_measured_once_per_solve():
     """Every candidate calls the score once at the first evaluation (the chunked ones stop after their
-    first pass), the chosen method alone afterwards: the count of score calls tells."""
+    first pass), the contenders once more, and the chosen method alone afterwards: the count of score
+    calls tells."""
     sde, gmm, d = ss.VPSDE(), mixture(12).to(**F64), 12
     inner = gmm.score_fn(sde)
     calls = []
@@ -86,7 +87,10 @@ def test_the_choice_is_measured_once_per_solve():
         assert choice.label == min(choice.seconds, key=choice.seconds.get)
         evaluations = res.nfe - 1  # less the differentiability check
         assert evaluations > 10
-        assert len(calls) == 1 + len(choice.seconds) + (evaluations - 1) * _calls_per_evaluation(choice, d)
+        # the first evaluation: one call per candidate, and one more for each of the two fastest if
+        # they are close
+        first = len(calls) - 1 - (evaluations - 1) * _calls_per_evaluation(choice, d)
+        assert first in (len(choice.seconds), len(choice.seconds) + 2)
 
 
 def _costly(v, plain_cost, functorch_cost, now):
@@ -127,6 +131,28 @@ def test_the_fastest_candidate_is_kept_and_used(plain_cost, functorch_cost, chos
         torch.testing.assert_close(div, _brute_trace(v, x), rtol=0, atol=1e-10)
     assert len(reads) == first_reads  # measured once
     assert calls == [chosen == "vmap"] * 3  # one call per evaluation, of the chosen kind
+
+
+def test_a_one_off_slow_reading_is_timed_again():
+    """The loop is the fastest (plain calls cost 1, functorch calls 10), but its first reading is slowed
+    by 12 (another job on the machine): the runner-up within the recheck factor of the fastest reading
+    (vmap's 10), it is timed again and gets the choice."""
+    _, v, x = _fields()[0]
+    now, penalty = [0.0], [12.0]
+
+    def field(y):
+        if not is_wrapped(y):
+            now[0] += 1.0 + penalty[0]
+            penalty[0] = 0.0
+        else:
+            now[0] += 10.0
+        return v(y)
+
+    batching = Batching(clock=lambda: now[0])
+    exact_divergence(field, x, 6, batching=batching)  # candidates: the loop, vmap and forward mode by 6
+    assert batching.exact.method == "loop" and batching.exact.seconds["loop"] == 1.0
+    assert batching.exact.seconds == {"loop": 1.0, "vmap:6": 10.0, "forward:6": 20.0}
+    assert batching.recheck * 10.0 > 13.0
 
 
 class _NoSetupContext(torch.autograd.Function):  # functorch refuses it (no setup_context)
