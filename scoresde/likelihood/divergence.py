@@ -46,15 +46,19 @@ for the exact score of a 64-D mixture, vmap over all 64 directions costs 20-65x,
 inputs 39-78x, 28-37x and 27-33x (the ranges are two runs on a loaded machine); forward mode
 was never the fastest (11-185x). So ``exact_method="auto"`` times the candidates at the first
 evaluation of each solve and keeps the fastest for the rest of it: the loop in full (its answer
-is the evaluation's), vmap over all directions, vmap in chunks of 8 and 32 and forward mode in
-chunks of 8; every chunked one (and the loop, in groups of 8 backward passes) runs only its set-up
-and first pass and is extrapolated (``set-up + passes x first pass``); the two fastest are timed
-once more if they are within 1.5x of each other, since one reading on a busy machine can be off by
-more than they differ. Measuring costs two to six evaluations' time, once per solve: on a 64-D
-mixture at batch 128 (153 evaluations at rtol = atol = 1e-4) ``"auto"`` picks the loop in 4 of 4
-solves and takes 3.96 s (median) against 3.64 s for the loop fixed and 21.1 s for vmap over all
-directions; at batch 16 it picks vmap in chunks of 32 (5 of 6; vmap over all, once) and takes 0.51 s
-against 0.36 s, 0.48 s, 0.57 s and 0.91 s for chunks of 32, chunks of 8, all directions and the loop.
+is the evaluation's), vmap in chunks of 8 and 32, vmap over all directions (skipped when the
+chunks of 32 were more than 1.5x slower than those of 8: it cannot be timed in part), and forward
+mode in chunks of 8; every chunked one (and the loop, in groups of 8 backward passes, when it is not
+the first) runs only its set-up and first pass and is extrapolated (``set-up + passes x first
+pass``); the two fastest are timed once more if they are within 1.5x of each other, since one
+reading on a busy machine can be off by more than they differ. Measured on the 64-D mixture (VP,
+rtol = atol = 1e-4, loaded machine): at batch 128 (153 evaluations) ``"auto"`` picked the loop in
+4 of 4 solves and took 4.07 s (median of 4) against 4.00 s for the loop fixed, 4.55 s for vmap in
+chunks of 8 and 21 s for vmap over all directions (the default before); at batch 16, where the loop
+is the slowest (1.06 s), it picked vmap in chunks of 8 or 32 or over all directions (all three within
+25% of each other) and took 0.57 s against 0.44-0.56 s for those fixed. On an MLP(64, 256, 3) at
+batch 128, where all are within 30%, the first evaluation costs 3.7-4.3 evaluations of the chosen
+method, so measuring costs about three evaluations per solve.
 Functorch's one-off start-up (about 1 s for the first vmap of a vjp in a process on this CPU) is
 paid on a tiny function before the timing. Reading a clock needs the device to have finished: on
 CUDA the device is synchronised at each clock read of that first evaluation only, never afterwards.
