@@ -297,7 +297,7 @@ def digits(args) -> None:
     not Inception FID) to the held-out digits, with its floor (500 real training digits), and one
     PNG with the three sample grids side by side.
 
-        OMP_NUM_THREADS=1 python benchmarks/distill.py --digits --grid log_snr --train-steps 300 --out /tmp/distill_digits
+        OMP_NUM_THREADS=1 python benchmarks/distill.py --digits --train-steps 300 --out /tmp/distill_digits
     """
     import json
 
