@@ -247,3 +247,18 @@ def test_guided_distillation_needs_labelled_data():
     with pytest.raises(ss.ArgumentError, match="carry no class labels"):
         ss.distill(ExactConditional(), SDE, x, steps=8, rounds=1, student=small_student(), train_steps=5,
                    guidance=RANGE, progress=False)
+
+
+@pytest.mark.parametrize("stage", ["guidance", "round"])
+def test_guided_loss_shards_see_the_global_batch_draws(stage):
+    """Under torchrun each rank passes shard=(start, total): its rows of the global batch get the
+    indices, noise and guidance weights that one process would draw for them."""
+    student, (x0, y) = small_student(), draws(12)
+    times = distillation_grid(SDE, 4)
+    loss = (GuidanceDistillationLoss(ExactConditional(), SDE, times, RANGE) if stage == "guidance"
+            else DistillationLoss(ExactConditional(), SDE, times, guidance=RANGE))
+    x0 = x0.float()
+    full = loss(student, x0, torch.Generator().manual_seed(5), y=y)
+    parts = [loss(student, x0[a:b], torch.Generator().manual_seed(5), shard=(a, 12), y=y[a:b])
+             for a, b in ((0, 4), (4, 8), (8, 12))]
+    torch.testing.assert_close(torch.cat(parts), full, rtol=1e-5, atol=1e-7)
