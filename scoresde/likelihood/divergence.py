@@ -271,8 +271,10 @@ class Batching:
             seconds[label] = min(seconds[label], watch.estimate(n))
         method, _, chunk = min(seconds, key=seconds.get).partition(":")
         self.exact = ExactMethod(method, int(chunk) if chunk else None, seconds)
-        if self.mode == "auto":
-            self.mode = "replicate" if refused is not None else "vmap"
+        if self.mode == "auto" and refused is not None:
+            self.mode = "replicate"
+        elif self.mode == "auto" and any(m in _FUNCTORCH for m, _ in timed):
+            self.mode = "vmap"
         return result
 
 

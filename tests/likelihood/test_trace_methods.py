@@ -182,6 +182,25 @@ def test_a_refusing_network_times_the_loop_and_the_replicated_method():
         exact_divergence(field, x, exact_method="forward")  # fixed: no fallback
 
 
+def test_candidates_out_of_memory_are_skipped():
+    """A field that runs out of memory under functorch (as vmap over all directions can on a GPU): the
+    functorch candidates are skipped, the loop is kept; fixed to vmap, the error is raised."""
+    _, v, x = _fields()[0]
+
+    def field(y):
+        if is_wrapped(y):
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 80.00 GiB")
+        return v(y)
+
+    batching = Batching()
+    _, div = exact_divergence(field, x, batching=batching)
+    assert set(batching.exact.seconds) == {"loop"} and batching.exact.method == "loop"
+    assert batching.mode == "auto"  # functorch neither refused nor worked: undecided
+    torch.testing.assert_close(div, _brute_trace(v, x), rtol=0, atol=1e-10)
+    with pytest.raises(torch.OutOfMemoryError):
+        exact_divergence(field, x, exact_method="vmap")
+
+
 def test_small_dimensions_take_the_loop_unmeasured():
     sde, gmm = ss.VPSDE(), mixture(2).to(**F64)
     res = ss.log_likelihood(gmm.score_fn(sde), sde, data(gmm, sde, 4).to(**F64), rtol=1e-4, atol=1e-4)
