@@ -115,7 +115,9 @@ class LikelihoodResult:
             ``log_p = prior_log_p + delta_log_p``.
         nfe: (batched) calls of ``score_fn``, each with its vector-Jacobian products: one per
             evaluation of the ODE right-hand side, plus one that checks that the score is
-            differentiable in ``x``.
+            differentiable in ``x``. (With ``exact_method="auto"`` the first evaluation also runs
+            the other candidate methods once, partly; it counts as one, and their time is in the
+            wall time: ``exact_method.seconds``.)
         dims: the number of dimensions per sample, :math:`D`.
         standard_error: Hutchinson with two or more probes per sample: each sample's standard error
             of ``log_p`` (nats, shape ``(batch,)``) from the spread of its probes' integrals,
