@@ -78,6 +78,22 @@ def test_likelihood_reports_nll_next_to_the_true_one(trained_run, tmp_path, caps
     assert "--sde-bound must be an integer >= 0, got -3" in capsys.readouterr().err
     assert main(["likelihood", "--checkpoint", str(trained_run), "--n", "4", "--trace", "hutchinson",
                  "--rtol", "1e-3", "--atol", "1e-3"]) == 0
+    capsys.readouterr()
+    # several probes: each point's standard error; the exact trace says how its products were taken
+    assert main(["likelihood", "--checkpoint", str(trained_run), "--n", "6", "--trace", "hutchinson", "--probes", "4",
+                 "--rtol", "1e-3", "--atol", "1e-3", "--json", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert res["probes"] == 4 and res["point_stderr_median"] > 0
+    assert "4 probes" in capsys.readouterr().out
+    assert main(["likelihood", "--checkpoint", str(trained_run), "--n", "4", "--exact-method", "vmap",
+                 "--rtol", "1e-3", "--atol", "1e-3", "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["exact_method"].startswith("vmap")
+    capsys.readouterr()
+    assert main(["likelihood", "--checkpoint", str(trained_run), "--n", "4", "--probes", "3"]) == 2
+    assert "the exact trace has none" in capsys.readouterr().err
+    assert main(["likelihood", "--checkpoint", str(trained_run), "--n", "4", "--trace", "hutchinson",
+                 "--exact-method", "loop"]) == 2
+    assert "--exact-method batches the exact trace's products" in capsys.readouterr().err
 
 
 def test_compare_with_a_checkpoint_adds_the_exact_score(trained_run, tmp_path):

@@ -141,8 +141,15 @@ def build_parser() -> argparse.ArgumentParser:
     _diffusers_option(p)
     p.add_argument("--data", default=None, help="ring, digits, a toy set name or a .npz file (default: the "
                    "held-out split of the training data; needed with --diffusers)")
-    p.add_argument("--trace", choices=["exact", "hutchinson"], default="exact",
-                   help="divergence: exact Jacobian trace (D backward passes) or the Hutchinson estimate")
+    p.add_argument("--trace", choices=["exact", "hutchinson", "hutch++"], default="exact",
+                   help="divergence: exact Jacobian trace (D vector-Jacobian products), the Hutchinson estimate "
+                        "or Hutch++")
+    p.add_argument("--probes", type=int, default=1,
+                   help="Hutchinson / Hutch++ probes per point (default 1; 2 or more also give each point's "
+                        "standard error)")
+    p.add_argument("--exact-method", choices=["auto", "vmap", "forward", "loop", "replicate"], default="auto",
+                   help="how the exact trace's products are batched (default auto: the fastest, measured at the "
+                        "first evaluation)")
     p.add_argument("--n", type=int, default=500, help="number of data points (default 500; 0: all)")
     p.add_argument("--rtol", type=float, default=1e-5, help="ODE solver relative tolerance (default 1e-5)")
     p.add_argument("--atol", type=float, default=1e-5, help="ODE solver absolute tolerance (default 1e-5)")

@@ -209,6 +209,11 @@ def likelihood_cmd(args: argparse.Namespace) -> int:
     check_tolerance("--rtol", args.rtol)
     check_tolerance("--atol", args.atol)
     check_optional_int("--chunk-size", args.chunk_size)
+    check_int("--probes", args.probes, 1)
+    if args.trace == "exact" and args.probes != 1:
+        raise CLIError("--probes is the number of Hutchinson / Hutch++ probes; the exact trace has none")
+    if args.trace != "exact" and args.exact_method != "auto":
+        raise CLIError(f"--exact-method batches the exact trace's products; --trace {args.trace} uses probes")
     check_int("--sde-bound", args.sde_bound, 0)
     check_seed("--seed", args.seed)
     check_sde_option(args.sde)
@@ -237,13 +242,23 @@ def likelihood_cmd(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     res = log_likelihood(model, run.sde, x,  # differentiated through: no no_grad here
                          trace=args.trace, rtol=args.rtol, atol=args.atol, generator=torch.Generator(device).manual_seed(args.seed),
-                         chunk_size=args.chunk_size, progress=show_progress(args))
+                         chunk_size=args.chunk_size, progress=show_progress(args), probes=args.probes,
+                         exact_method=args.exact_method)
     seconds = time.perf_counter() - start
     nll = float(-res.log_p.mean())
     se = float(res.log_p.std() / math.sqrt(n)) if n > 1 else float("nan")
     out = {"n": n, "trace": args.trace, "nll_nats": nll, "stderr": se, "nfe": res.nfe, "seconds": seconds}
-    print(f"{n} points of {spec['name']!r}, trace={args.trace}: NLL {nll:.4f} +- {se:.4f} nats per point "
+    how = f"trace={args.trace}" + (f", {args.probes} probes" if args.trace != "exact" else "")
+    if res.exact_method is not None:
+        out["exact_method"] = str(res.exact_method)
+        how += f" ({res.exact_method})"
+    print(f"{n} points of {spec['name']!r}, {how}: NLL {nll:.4f} +- {se:.4f} nats per point "
           f"({res.nfe} function evaluations, {seconds:.1f} s)")
+    if res.standard_error is not None:
+        point_se = res.standard_error
+        out.update(probes=args.probes, point_stderr_median=float(point_se.median()))
+        print(f"each point's estimator standard error: median {float(point_se.median()):.4f}, max "
+              f"{float(point_se.max()):.4f} nats ({args.probes} probes)")
     log_p_bound = None
     if args.sde_bound:
         with torch.no_grad():

@@ -7,7 +7,7 @@ from .bits import BitsPerDimResult, bits_per_dim, dequantize
 from .bound import NLLBound, nll_bound
 from .core import LikelihoodResult, log_likelihood, nats_to_bits_per_dim
 from .distributed import DatasetLikelihood, evaluate_log_likelihood
-from .divergence import draw_probes, exact_divergence, hutchinson_divergence, hutchpp_divergence
+from .divergence import ExactMethod, draw_probes, exact_divergence, hutchinson_divergence, hutchpp_divergence
 from .maps import decode, encode
 
 __all__ = [
@@ -15,6 +15,7 @@ __all__ = [
     "evaluate_log_likelihood",
     "DatasetLikelihood",
     "LikelihoodResult",
+    "ExactMethod",
     "nll_bound",
     "NLLBound",
     "encode",

@@ -126,7 +126,7 @@ class LikelihoodResult:
         probes: Hutchinson: the probes each sample's estimate averages, shape ``(batch,)`` (more where
             ``target_se`` asked for them; Hutch++: its residual probes); None for the exact trace.
         exact_method: the exact trace: how its ``D`` products were taken in this solve, an
-            :class:`~scoresde.likelihood.divergence.ExactMethod` (``str()`` gives e.g. ``"vmap:8"``;
+            :class:`~scoresde.likelihood.ExactMethod` (``str()`` gives e.g. ``"vmap:8"``;
             with ``exact_method="auto"`` its ``seconds`` hold each candidate's measured time per
             evaluation); None for the stochastic traces.
     """

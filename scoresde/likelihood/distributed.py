@@ -81,7 +81,8 @@ def evaluate_log_likelihood(
         seed: seeds the Hutchinson probes, chunk by chunk (:func:`chunk_seed`).
         device, dtype: where and in which precision to solve (default: the data's).
         **likelihood_kwargs: passed on (``trace``, ``noise``, ``probes``, ``rtol``, ``atol``,
-            ``eps``, ``method``, ``prior_log_prob``, ``chunk_size``, ``max_steps``); not ``generator``.
+            ``eps``, ``method``, ``prior_log_prob``, ``chunk_size``, ``exact_method``, ``max_steps``); not
+            ``generator``.
 
     Without a process group (or with one process) this runs every chunk here. In a group every
     rank must call it with the same arguments; each gets the full result.
