@@ -26,7 +26,7 @@ from torch import Tensor
 
 from ..errors import ArgumentError
 from ..sde import SDE, LinearSDEBase, ScoreFn, call_score
-from .clock import Clock
+from .clock import Clock, NoiseLevelClock
 from .tracking import NonFiniteTracker
 
 
@@ -67,12 +67,23 @@ class ProbabilityFlow:
         self.t_last: Tensor | None = None
         self.tracker = NonFiniteTracker()
 
+    @property
+    def sigma_clock(self) -> bool:
+        r"""Whether the clock is the noise level of a drift-free linear SDE (VE), where
+        :math:`\tfrac12 g^2\,dt/du = \sigma_t = u`: the field is :math:`-u\,s` and ``scale``
+        carries that coefficient instead of :math:`dt/du`."""
+        return self.clock.scaled and isinstance(self.clock, NoiseLevelClock) and isinstance(self.sde, LinearSDEBase) \
+            and self.sde.alpha_is_one
+
     def field(self, x: Tensor, t: Tensor, tb: Tensor, scale: Tensor | None) -> Callable[[Tensor], Tensor]:
         """:math:`dx/du` as a function of the state alone, at the fixed time ``t`` (a scalar;
-        ``tb`` is it expanded to ``(batch,)``); ``scale`` = dt/du or None. ``x`` only supplies the
-        shape for a custom SDE's diffusion."""
+        ``tb`` is it expanded to ``(batch,)``); ``scale`` = dt/du or None (with :attr:`sigma_clock`:
+        the coefficient :math:`u` itself). ``x`` only supplies the shape for a custom SDE's diffusion."""
         sde, score_fn = self.sde, self.score_fn
         if isinstance(sde, LinearSDEBase):
+            if self.sigma_clock and scale is not None:
+                # the noise-level clock of a drift-free SDE: 1/2 g^2 dt/du = sigma_t = u (see __call__)
+                return lambda y: -scale * call_score(score_fn, y, tb)
             # f(t) and g(t) once, as scalars (every sample shares t)
             half_g2 = 0.5 * sde.g(t).square()
             if scale is not None:
@@ -101,7 +112,12 @@ class ProbabilityFlow:
         t = clock.t(u) if clock.scaled else u
         # clamp: torchdiffeq's initial step-size probe may look beyond the interval's end
         t = t.to(x.dtype).clamp(self.t_lo, self.t_hi)
-        scale = clock.dt_du(u, t).to(x.dtype) if clock.scaled else None
+        if self.sigma_clock:
+            # u = sigma_t on a drift-free linear SDE: dt/du = 2 sigma^2 / (u g^2), so 1/2 g^2 dt/du = u
+            # exactly and the field is -u s(x, t(u)) (k-diffusion's dx/dsigma) without g or dt/du
+            scale = u.to(x.dtype)
+        else:
+            scale = clock.dt_du(u, t).to(x.dtype) if clock.scaled else None
         out = self.evaluate(state, t, scale)
         # bookkeeping with device tensors only: no host synchronisation inside the solve
         self.nfe += 1
