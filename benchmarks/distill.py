@@ -52,6 +52,22 @@ STEPS, ROUNDS = 64, 6
 FAST = ("dpm_solver", "unipc")  # multistep DPM-Solver-2M and UniPC-2 at their defaults (log-SNR grid)
 
 
+def write_rounds(path, rounds, batch_size) -> None:
+    """Each round's training cost as CSV. A rerun skips the finished rounds (0 s in that call), so
+    their cost is kept from the file it replaces."""
+    path.parent.mkdir(exist_ok=True)
+    before = {int(r["round"]): r for r in csv.DictReader(open(path))} if path.exists() else {}
+    for r in rounds:
+        if r.seconds == 0 and r.round in before:
+            r.seconds = float(before[r.round]["seconds"])
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["round", "teacher_steps", "student_steps", "train_steps", "batch_size", "seconds", "final_loss"])
+        for r in rounds:
+            w.writerow([r.round, r.teacher_steps, r.student_steps, r.train_steps, batch_size,
+                        f"{r.seconds:.1f}", f"{r.final_loss:.6g}"])
+
+
 def ddim(score, sde, x_T, grid):
     return ss.sample(score, sde, tuple(x_T.shape), sampler="ddim", grid=grid, x_start=x_T, denoise=False,
                      check_every=0).x
@@ -104,19 +120,7 @@ def main() -> None:
                      lr_schedule="cosine", min_lr_ratio=0.05, ema_decay=0.995, checkpoint_every=500,
                      log_every=100, progress=False, seed=0)
     print(f"distillation: {time.perf_counter() - began:.0f} s in this call")
-    RESULTS.mkdir(exist_ok=True)
-    before = {}  # a rerun skips finished rounds (0 s in this call): keep their recorded cost
-    if (RESULTS / f"distill_rounds{args.tag}.csv").exists():
-        before = {int(r["round"]): r for r in csv.DictReader(open(RESULTS / f"distill_rounds{args.tag}.csv"))}
-    for r in res.rounds:
-        if r.seconds == 0 and r.round in before:
-            r.seconds = float(before[r.round]["seconds"])
-    with open(RESULTS / f"distill_rounds{args.tag}.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["round", "teacher_steps", "student_steps", "train_steps", "batch_size", "seconds", "final_loss"])
-        for r in res.rounds:
-            w.writerow([r.round, r.teacher_steps, r.student_steps, r.train_steps, args.batch_size,
-                        f"{r.seconds:.1f}", f"{r.final_loss:.6g}"])
+    write_rounds(RESULTS / f"distill_rounds{args.tag}.csv", res.rounds, args.batch_size)
     for r in res.rounds:
         print(f"round {r.round}: {r.teacher_steps} -> {r.student_steps} steps, {r.train_steps} steps of "
               f"{args.batch_size}, {r.seconds / 60:.2f} min, final loss {r.final_loss:.4g}")
@@ -431,17 +435,11 @@ def guided(args) -> None:
                     x = ss.sample(exact64, sde, tuple(x_T.shape), sampler="ddim", grid=grid_k, x_start=x_T, cond=y,
                                   guidance=w, denoise=False, check_every=0).x
                     measure(name, k, k * mult * evals, x)
-    RESULTS.mkdir(exist_ok=True)
+    write_rounds(RESULTS / f"distill_guided_rounds{args.tag}.csv", res.rounds, args.batch_size)
     with open(RESULTS / f"distill_guided{args.tag}.csv", "w", newline="") as f:
         wr = csv.DictWriter(f, fieldnames=list(rows[0]))
         wr.writeheader()
         wr.writerows(rows)
-    with open(RESULTS / f"distill_guided_rounds{args.tag}.csv", "w", newline="") as f:
-        wr = csv.writer(f)
-        wr.writerow(["round", "teacher_steps", "student_steps", "train_steps", "batch_size", "seconds", "final_loss"])
-        for r in res.rounds:
-            wr.writerow([r.round, r.teacher_steps, r.student_steps, r.train_steps, args.batch_size,
-                         f"{r.seconds:.1f}", f"{r.final_loss:.6g}"])
     guided_summary(args.tag)
 
 

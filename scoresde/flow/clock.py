@@ -75,6 +75,16 @@ class Clock:
         """:math:`dt/du` at clock value ``u``, whose time ``t = self.t(u)`` the caller has computed."""
         return torch.ones_like(u)
 
+    def drift_coefficients(self, sde: LinearSDEBase, u: Tensor, t: Tensor) -> tuple[Tensor | None, Tensor]:
+        r"""The linear SDE's PF-ODE in this clock, :math:`dx/du = a\,x - b\,s(x, t)`: ``(a, b)`` =
+        :math:`(f(t)\,dt/du,\ \tfrac12 g(t)^2\,dt/du)`, with ``a`` None for a drift-free SDE."""
+        b = 0.5 * sde.g(t).square()
+        a = None if sde.alpha_is_one else sde.f(t)
+        if not self.scaled:
+            return a, b
+        scale = self.dt_du(u, t)
+        return (None if a is None else a * scale), b * scale
+
     def __repr__(self) -> str:
         return "Clock(u=t)"
 
@@ -100,6 +110,14 @@ class NoiseLevelClock(Clock):
 
     def dt_du(self, u: Tensor, t: Tensor) -> Tensor:
         return -1.0 / (u * self.sde.dlog_snr_dt(t))
+
+    def drift_coefficients(self, sde: LinearSDEBase, u: Tensor, t: Tensor) -> tuple[Tensor | None, Tensor]:
+        r"""As :meth:`Clock.drift_coefficients`; on a drift-free SDE in closed form: :math:`u = \sigma_t`
+        and :math:`dt/du = 2\sigma_t^2/(u\,g^2)`, so :math:`b = \tfrac12 g^2\,dt/du = u` exactly and the
+        field is :math:`-u\,s` (k-diffusion's :math:`dx/d\sigma`), without :math:`g` or :math:`dt/du`."""
+        if sde.alpha_is_one:
+            return None, u
+        return super().drift_coefficients(sde, u, t)
 
     def __repr__(self) -> str:
         return "NoiseLevelClock(u=sigma/alpha)"

@@ -26,7 +26,7 @@ from torch import Tensor
 
 from ..errors import ArgumentError
 from ..sde import SDE, LinearSDEBase, ScoreFn, call_score
-from .clock import Clock, NoiseLevelClock
+from .clock import Clock
 from .tracking import NonFiniteTracker
 
 
@@ -67,31 +67,20 @@ class ProbabilityFlow:
         self.t_last: Tensor | None = None
         self.tracker = NonFiniteTracker()
 
-    @property
-    def sigma_clock(self) -> bool:
-        r"""Whether the clock is the noise level of a drift-free linear SDE (VE), where
-        :math:`\tfrac12 g^2\,dt/du = \sigma_t = u`: the field is :math:`-u\,s` and ``scale``
-        carries that coefficient instead of :math:`dt/du`."""
-        return self.clock.scaled and isinstance(self.clock, NoiseLevelClock) and isinstance(self.sde, LinearSDEBase) \
-            and self.sde.alpha_is_one
-
-    def field(self, x: Tensor, t: Tensor, tb: Tensor, scale: Tensor | None) -> Callable[[Tensor], Tensor]:
+    def field(self, x: Tensor, t: Tensor, tb: Tensor, u: Tensor) -> Callable[[Tensor], Tensor]:
         """:math:`dx/du` as a function of the state alone, at the fixed time ``t`` (a scalar;
-        ``tb`` is it expanded to ``(batch,)``); ``scale`` = dt/du or None (with :attr:`sigma_clock`:
-        the coefficient :math:`u` itself). ``x`` only supplies the shape for a custom SDE's diffusion."""
-        sde, score_fn = self.sde, self.score_fn
+        ``tb`` is it expanded to ``(batch,)``) and clock value ``u``; the clock folds :math:`dt/du`
+        into the coefficients. ``x`` only supplies the shape for a custom SDE's diffusion."""
+        sde, score_fn, clock = self.sde, self.score_fn, self.clock
         if isinstance(sde, LinearSDEBase):
-            if self.sigma_clock and scale is not None:
-                # the noise-level clock of a drift-free SDE: 1/2 g^2 dt/du = sigma_t = u (see __call__)
-                return lambda y: -scale * call_score(score_fn, y, tb)
-            # f(t) and g(t) once, as scalars (every sample shares t)
-            half_g2 = 0.5 * sde.g(t).square()
-            if scale is not None:
-                half_g2 = half_g2 * scale
-            if sde.alpha_is_one:  # no drift term
-                return lambda y: -half_g2 * call_score(score_fn, y, tb)
-            f = sde.f(t) if scale is None else sde.f(t) * scale
-            return lambda y: f * y - half_g2 * call_score(score_fn, y, tb)
+            # the coefficients once, as scalars (every sample shares t)
+            a, b = clock.drift_coefficients(sde, u, t)
+            b = b.to(x.dtype)
+            if a is None:  # no drift term
+                return lambda y: -b * call_score(score_fn, y, tb)
+            a = a.to(x.dtype)
+            return lambda y: a * y - b * call_score(score_fn, y, tb)
+        scale = clock.dt_du(u, t).to(x.dtype) if clock.scaled else None
         if self._reverse is not None:
             pf = self._reverse
             return lambda y: pf.drift(y, tb) if scale is None else scale * pf.drift(y, tb)
@@ -101,10 +90,10 @@ class ProbabilityFlow:
             return lambda y: sde.drift(y, tb) - 0.5 * g2 * call_score(score_fn, y, tb)
         return lambda y: scale * (sde.drift(y, tb) - 0.5 * g2 * call_score(score_fn, y, tb))
 
-    def evaluate(self, state, t: Tensor, scale: Tensor | None):
-        """The right-hand side for ``state`` at time ``t``: here the drift alone (subclasses add
-        terms, e.g. the divergence); returns a tensor or a tuple shaped like ``state``."""
-        return self.field(state, t, t.expand(state.shape[0]).contiguous(), scale)(state)
+    def evaluate(self, state, t: Tensor, u: Tensor):
+        """The right-hand side for ``state`` at time ``t`` (clock value ``u``): here the drift alone
+        (subclasses add terms, e.g. the divergence); returns a tensor or a tuple shaped like ``state``."""
+        return self.field(state, t, t.expand(state.shape[0]).contiguous(), u)(state)
 
     def __call__(self, u: Tensor, state):
         x = state[0] if isinstance(state, tuple) else state
@@ -112,13 +101,7 @@ class ProbabilityFlow:
         t = clock.t(u) if clock.scaled else u
         # clamp: torchdiffeq's initial step-size probe may look beyond the interval's end
         t = t.to(x.dtype).clamp(self.t_lo, self.t_hi)
-        if self.sigma_clock:
-            # u = sigma_t on a drift-free linear SDE: dt/du = 2 sigma^2 / (u g^2), so 1/2 g^2 dt/du = u
-            # exactly and the field is -u s(x, t(u)) (k-diffusion's dx/dsigma) without g or dt/du
-            scale = u.to(x.dtype)
-        else:
-            scale = clock.dt_du(u, t).to(x.dtype) if clock.scaled else None
-        out = self.evaluate(state, t, scale)
+        out = self.evaluate(state, t, u)
         # bookkeeping with device tensors only: no host synchronisation inside the solve
         self.nfe += 1
         self.t_last = t

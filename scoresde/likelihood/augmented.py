@@ -46,12 +46,12 @@ class AugmentedFlow(ProbabilityFlow):
         self.chunk_size = chunk_size
         self.batching = Batching("auto")
 
-    def evaluate(self, state, t: Tensor, scale: Tensor | None):
+    def evaluate(self, state, t: Tensor, u: Tensor):
         x = state[0]
-        v = self.field(x, t, t.expand(x.shape[0]).contiguous(), scale)
+        v = self.field(x, t, t.expand(x.shape[0]).contiguous(), u)
 
         def stacked(y: Tensor) -> Tensor:  # the field on k stacked copies, for the replicated divergence
-            return self.field(y, t, t.expand(y.shape[0]).contiguous(), scale)(y)
+            return self.field(y, t, t.expand(y.shape[0]).contiguous(), u)(y)
 
         kw = dict(batching=self.batching, stacked=stacked)
         if self.trace == "exact":

@@ -139,6 +139,15 @@ def check_guidance_range(name: str, value) -> tuple[float, float]:
     return lo, hi
 
 
+def check_guidance_weight(value, guidance_range: tuple[float, float]) -> float:
+    """A guidance weight (a number) checked against the range a network takes."""
+    lo, hi = guidance_range
+    w = check_real("guidance", value)
+    if not lo - 1e-9 <= w <= hi + 1e-9:
+        raise ArgumentError(f"guidance: this model was distilled for guidance weights in [{lo:g}, {hi:g}], got {w:g}")
+    return w
+
+
 class Conditioned:
     """What :class:`~scoresde.models.MLP` and :class:`~scoresde.models.UNet` share: the labels
     and the guidance weight added to their time features (``cond_dim`` of them)."""

@@ -42,9 +42,10 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from ..errors import ArgumentError, check_float_tensor, check_labels, check_optional_int, check_real
+from ..errors import ArgumentError, check_float_tensor, check_labels, check_optional_int
 from ..sde import SDE, LinearSDEBase
 from ..sde.base import expand_to
+from .embeddings import check_guidance_weight
 from .specs import build_net, build_sde, net_spec, sde_spec
 
 PARAMETERIZATIONS = ("eps", "score", "x0", "v")
@@ -203,12 +204,7 @@ class ScoreModel(nn.Module):
             if w.shape != (x.shape[0],):
                 raise ArgumentError(f"guidance must be a number or have shape ({x.shape[0]},), got {tuple(w.shape)}")
             return w
-        lo, hi = self.guidance_range
-        w = check_real("guidance", guidance)
-        if not lo - 1e-9 <= w <= hi + 1e-9:
-            raise ArgumentError(f"guidance: this model was distilled for guidance weights in [{lo:g}, {hi:g}], "
-                                f"got {w:g}")
-        return x.new_full((x.shape[0],), w)
+        return x.new_full((x.shape[0],), check_guidance_weight(guidance, self.guidance_range))
 
     def net_output(self, x: Tensor, t: Tensor, y: Tensor | None = None, guidance=None) -> Tensor:
         """The raw network output :math:`F` at ``(x, t)`` (and labels ``y``, guidance weight

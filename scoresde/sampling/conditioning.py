@@ -65,6 +65,7 @@ import torch
 from torch import Tensor
 
 from ..errors import ArgumentError, check_callable, check_choice, check_labels, check_real
+from ..models.embeddings import check_guidance_weight
 from ..sde import SDE, LinearSDEBase, ScoreFn
 from .base import per_sample
 
@@ -191,9 +192,7 @@ def conditional_score(score_fn: Callable[..., Tensor], labels: Tensor, guidance:
         if len(cols) != 1:
             raise ArgumentError(f"cond: a model that takes the guidance weight as an input serves one label per "
                                 f"sample, got labels of shape {tuple(labels.shape)}")
-        if not rng[0] - 1e-9 <= w <= rng[1] + 1e-9:
-            raise ArgumentError(f"guidance: this model was distilled for guidance weights in [{rng[0]:g}, {rng[1]:g}], "
-                                f"got {w:g}")
+        check_guidance_weight(w, rng)
 
         def student_score(x: Tensor, t: Tensor) -> Tensor:
             return score_fn(x, t, y=labels, guidance=w)

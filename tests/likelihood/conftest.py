@@ -35,3 +35,18 @@ def data(gmm, sde, n, seed=0):
 @pytest.fixture(params=list(SDE_FACTORIES))
 def sde_name(request):
     return request.param
+
+
+class FunctorchRefused(torch.autograd.Function):
+    """sin as an old-style autograd.Function (no setup_context): functorch refuses it, plain autograd
+    does not (the networks vmap cannot batch)."""
+
+    @staticmethod
+    def forward(ctx, y):
+        ctx.save_for_backward(y)
+        return y.sin()
+
+    @staticmethod
+    def backward(ctx, grad):
+        (y,) = ctx.saved_tensors
+        return y.cos() * grad

@@ -11,7 +11,7 @@ import scoresde as ss
 from scoresde.likelihood import draw_probes, exact_divergence, hutchinson_divergence
 from scoresde.likelihood.divergence import BATCHING_MODES, Batching
 
-from .conftest import data, mixture
+from .conftest import FunctorchRefused, data, mixture
 
 
 def _field(d, seed):
@@ -121,23 +121,9 @@ def test_hutchinson_probes_average_and_reproduce():
 
 
 # ---- networks vmap cannot batch: the replicated fallback -----------------------------------------
-class _Sin(torch.autograd.Function):
-    """An old-style autograd.Function (no setup_context): functorch refuses it, plain autograd not."""
-
-    @staticmethod
-    def forward(ctx, y):
-        ctx.save_for_backward(y)
-        return y.sin()
-
-    @staticmethod
-    def backward(ctx, grad):
-        (y,) = ctx.saved_tensors
-        return y.cos() * grad
-
-
 def _sin_field(d, seed):
     base = _field(d, seed)
-    return lambda y: base(y) + _Sin.apply(y)
+    return lambda y: base(y) + FunctorchRefused.apply(y)
 
 
 def test_exact_divergence_falls_back_when_vmap_refuses_the_network():
@@ -177,7 +163,7 @@ def test_the_likelihood_decides_once_per_solve():
     def score(x, t):
         calls["functorch"] += bool(is_wrapped(x))
         a, s = sde.marginal(t)
-        return -(x + 0.5 * _Sin.apply(x)) / (a.square() + s.square())[:, None]
+        return -(x + 0.5 * FunctorchRefused.apply(x)) / (a.square() + s.square())[:, None]
 
     def plain(x, t):
         a, s = sde.marginal(t)

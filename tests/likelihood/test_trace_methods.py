@@ -10,7 +10,7 @@ import scoresde as ss
 from scoresde.likelihood import exact_divergence
 from scoresde.likelihood.divergence import EXACT_METHODS, Batching
 
-from .conftest import data, mixture
+from .conftest import FunctorchRefused, data, mixture
 
 F64 = dict(dtype=torch.float64)
 FIXED = [m for m in EXACT_METHODS if m != "auto"]
@@ -155,23 +155,11 @@ def test_a_one_off_slow_reading_is_timed_again():
     assert batching.recheck * 10.0 > 13.0
 
 
-class _NoSetupContext(torch.autograd.Function):  # functorch refuses it (no setup_context)
-    @staticmethod
-    def forward(ctx, y):
-        ctx.save_for_backward(y)
-        return y.sin()
-
-    @staticmethod
-    def backward(ctx, grad):
-        (y,) = ctx.saved_tensors
-        return y.cos() * grad
-
-
 def test_a_refusing_network_times_the_loop_and_the_replicated_method():
     _, v, x = _fields()[1]
 
     def field(y):
-        return v(y) + _NoSetupContext.apply(y)
+        return v(y) + FunctorchRefused.apply(y)
 
     batching = Batching()
     out, div = exact_divergence(field, x, batching=batching)
