@@ -7,6 +7,7 @@ by scoresde or its tests)::
     pip install --no-deps k-diffusion safetensors pillow
     python benchmarks/likelihood.py                      # the comparison, both peers
     python benchmarks/likelihood.py --check              # first: score_sde_pytorch agrees with us?
+    python benchmarks/likelihood.py --equal-accuracy     # one probe, each at its cheapest tolerance
     python benchmarks/likelihood.py --peers kdiffusion   # the comparison without score_sde_pytorch
     python benchmarks/likelihood.py --n 16 --dims 2,64 --repeats 1   # a quick run
     python benchmarks/likelihood.py --prior              # the prior-mismatch table of docs/likelihood.md
@@ -55,6 +56,7 @@ from a tight (1e-10) PF-ODE solve, i.e. the exact log-likelihood of the same mod
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.util
 import math
 import os
@@ -294,6 +296,84 @@ def compare(ks, sp, sde_kind, dim, batch, traces, tol, repeats, seed=0):
     return rows
 
 
+#: the tolerances the equal-accuracy comparison tries for every library, loosest first
+SWEEP_TOLS = (1e-2, 3e-3, 1e-3, 3e-4, 1e-4, 3e-5, 1e-5)
+
+
+def equal_accuracy(ks, sp, kinds, dims, repeats, n=None, share=0.01, seed=0):
+    """One probe, each library at its own cheapest tolerance of ``SWEEP_TOLS`` whose solver error (mean
+    absolute difference from the same probe's 1e-9 solve, in its own model) is at most ``share`` of
+    the probe's error (mean absolute difference of that solve from the exact log-likelihood); then
+    those configurations timed interleaved. Returns a markdown table."""
+    lines = [f"One Rademacher probe (the same for all three), each library at its cheapest tolerance (of "
+             f"{', '.join(f'{t:g}' for t in SWEEP_TOLS)}) whose solver error is at most {share:.0%} of the probe's "
+             f"error; fastest of {repeats} interleaved runs\n",
+             "| SDE | D | batch | probe error (nats) | ours: tol | NFE | solver err | time s | k-diff: tol | NFE "
+             "| solver err | time s | k-diff / ours | score_sde: tol | nfev (calls) | solver err | time s "
+             "| score_sde / ours |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    batches = {2: 512, 64: 64}
+    for kind in kinds:
+        for dim in dims:
+            lines.append(_equal_accuracy_row(ks, sp, kind, dim, n or batches.get(dim, 32), repeats, share, seed))
+    return "\n".join(lines)
+
+
+def _equal_accuracy_row(ks, sp, kind, dim, batch, repeats, share, seed):
+    sde, score, x, _, ref_ours, _ = setup(kind, dim, batch, seed)
+    f64 = dict(dtype=torch.float64)
+    alpha_eps, sigma_eps = sde.marginal(torch.tensor(sde.eps, **f64))
+    alpha_T, sigma_T = sde.marginal(torch.tensor(sde.T, **f64))
+    model = kdiff_denoiser(score, sde)
+
+    def ours(tol):
+        res = ss.log_likelihood(score, sde, x, trace="hutchinson", rtol=tol, atol=tol,
+                                generator=torch.Generator().manual_seed(seed))
+        return res.log_p, res.nfe
+
+    def kd(tol):
+        torch.manual_seed(seed)
+        ll, info = ks.log_likelihood(model, x / alpha_eps, float(sigma_eps / alpha_eps), float(sigma_T / alpha_T),
+                                     atol=tol, rtol=tol)
+        return ll - dim * torch.log(alpha_eps), info["fevals"]
+
+    def score_sde(tol):
+        log_p, nfev, calls = score_sde_runner(sp, score, sde, x, tol, seed)()
+        return log_p, f"{nfev} ({calls})"
+
+    libs = {"ours": ours}
+    if ks is not None:
+        libs["kd"] = kd
+    if sp is not None:
+        check_same_probe(x, seed)
+        libs["sp"] = score_sde
+    tight_ours = ours(1e-9)[0]
+    # same probe, same model: score_sde_pytorch's reference is ours; k-diffusion's model differs
+    # from ours by its prior only, so it gets its own tight solve
+    tight = {"ours": tight_ours, "sp": tight_ours, "kd": kd(1e-9)[0] if ks is not None else None}
+    probe_err = (tight_ours - ref_ours).abs().mean().item()
+    chosen = {}
+    for name, fn in libs.items():
+        for tol in SWEEP_TOLS:
+            ll, nfe = fn(tol)
+            err = (ll.double() - tight[name]).abs().mean().item()
+            if err <= share * probe_err:
+                chosen[name] = (tol, nfe, err)
+                break
+    names = [name for name in libs if name in chosen]
+    times, _ = timed_pair([functools.partial(libs[name], chosen[name][0]) for name in names], repeats)
+    t = dict(zip(names, times, strict=True))
+    row = f"| {kind} | {dim} | {batch} | {probe_err:.3g} "
+    for name in libs:
+        if name not in chosen:
+            row += "| none reached it | | | " + ("| " if name != "ours" else "")
+            continue
+        tol, nfe, err = chosen[name]
+        row += f"| {tol:g} | {nfe} | {err:.1e} | {t[name]:.3f} "
+        if name != "ours":
+            row += f"| {t[name] / t['ours']:.2f} " if "ours" in t else "| "
+    return row + "|"
+
 def agreement(sp, kinds, dims, n, tol, seed=0):
     """score_sde_pytorch against ours and the exact answer on ``n`` points: its log-likelihood with
     its one probe, ours with the same probe (Hutchinson) and ours with the exact trace; a markdown table."""
@@ -373,6 +453,9 @@ def main():
     parser.add_argument("--n", type=int, default=None,
                         help="points per row (default 512 in 2-D, 64 in 64-D, 32 in 784-D; 8 for --check)")
     parser.add_argument("--dims", default="2,64,784", help="comma-separated dimensions to run (default 2,64,784)")
+    parser.add_argument("--equal-accuracy", action="store_true",
+                        help="one probe, each library at its cheapest tolerance whose solver error is at most 1%% of "
+                             "the probe's error (2-D and 64-D, VE and VP, or --dims)")
     parser.add_argument("--check", action="store_true",
                         help="only check that score_sde_pytorch agrees with ours (same probe) and with the exact "
                              "answer, in 2-D and 64-D (or --dims), VE and VP")
@@ -392,6 +475,9 @@ def main():
         return
     ks = load_kdiffusion_sampling() if "kdiffusion" in peers else None
     sp = load_score_sde(args.score_sde) if "score_sde" in peers else None
+    if args.equal_accuracy:
+        print(equal_accuracy(ks, sp, ("VE", "VP"), [d for d in dims if d <= 64] or dims, args.repeats, args.n))
+        return
     cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), "?")
     print(f"device: {cpu}, torch {torch.__version__}, 1 thread; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
     print(f"float64, rtol = atol = {args.tol:g}, fastest of {args.repeats} interleaved runs; VE sigma 0.01..50, VP beta 0.1..20\n")
