@@ -216,6 +216,24 @@ def kdiff_denoiser(score_fn, sde: ss.LinearSDE):
     return model
 
 
+def kdiff_runner(ks, score_fn, sde, x, tol, seed):
+    """``run() -> (log_p (batch,), fevals)`` of k-diffusion's ``log_likelihood`` on ``x`` in its EDM
+    variables (:func:`kdiff_denoiser`), with its probe drawn after ``torch.manual_seed(seed)``."""
+    f64 = dict(dtype=torch.float64)
+    alpha_eps, sigma_eps = sde.marginal(torch.tensor(sde.eps, **f64))
+    alpha_T, sigma_T = sde.marginal(torch.tensor(sde.T, **f64))
+    model, dim = kdiff_denoiser(score_fn, sde), x[0].numel()
+
+    def run():
+        torch.manual_seed(seed)  # k-diffusion draws its probe from the global RNG
+        ll_hat, info = ks.log_likelihood(model, x / alpha_eps, float(sigma_eps / alpha_eps),
+                                         float(sigma_T / alpha_T), atol=tol, rtol=tol)
+        # density of x = alpha_eps x_hat: log p(x) = log p_hat(x_hat) - D log alpha_eps
+        return ll_hat - dim * torch.log(alpha_eps), info["fevals"]
+
+    return run
+
+
 def timed_pair(fns, repeats):
     """Run the callables interleaved ``repeats`` times; return each one's fastest wall time and
     its last output. Interleaving and the minimum keep the ratio fair on a shared machine, where
@@ -252,18 +270,7 @@ def compare(ks, sp, sde_kind, dim, batch, traces, tol, repeats, seed=0):
     """One row per trace of ours, each against the peers given (``ks``: k_diffusion.sampling, ``sp``:
     score_sde_pytorch's (likelihood, sde_lib); None leaves one out), timed interleaved."""
     sde, score, x, exact, ref_ours, ref_kd = setup(sde_kind, dim, batch, seed)
-    f64 = dict(dtype=torch.float64)
-    alpha_eps, sigma_eps = sde.marginal(torch.tensor(sde.eps, **f64))
-    alpha_T, sigma_T = sde.marginal(torch.tensor(sde.T, **f64))
-    sigma_hat_eps, sigma_hat_T = float(sigma_eps / alpha_eps), float(sigma_T / alpha_T)
-
-    model = kdiff_denoiser(score, sde)
-
-    def kd():
-        torch.manual_seed(seed)  # k-diffusion draws its probe from the global RNG
-        ll_hat, info = ks.log_likelihood(model, x / alpha_eps, sigma_hat_eps, sigma_hat_T, atol=tol, rtol=tol)
-        # density of x = alpha_eps x_hat: log p(x) = log p_hat(x_hat) - D log alpha_eps
-        return ll_hat - dim * torch.log(alpha_eps), info["fevals"]
+    kd = kdiff_runner(ks, score, sde, x, tol, seed) if ks is not None else None
 
     if sp is not None:
         check_same_probe(x, seed)
@@ -296,6 +303,9 @@ def compare(ks, sp, sde_kind, dim, batch, traces, tol, repeats, seed=0):
     return rows
 
 
+#: points per row by dimension unless --n says otherwise (32 for any other dimension)
+DEFAULT_BATCH = {2: 512, 64: 64, 784: 32}
+
 #: the tolerances the equal-accuracy comparison tries for every library, loosest first
 SWEEP_TOLS = (1e-2, 3e-3, 1e-3, 3e-4, 1e-4, 3e-5, 1e-5)
 
@@ -312,67 +322,63 @@ def equal_accuracy(ks, sp, kinds, dims, repeats, n=None, share=0.01, seed=0):
              "| solver err | time s | k-diff / ours | score_sde: tol | nfev (calls) | solver err | time s "
              "| score_sde / ours |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    batches = {2: 512, 64: 64}
     for kind in kinds:
         for dim in dims:
-            lines.append(_equal_accuracy_row(ks, sp, kind, dim, n or batches.get(dim, 32), repeats, share, seed))
+            lines.append(_equal_accuracy_row(ks, sp, kind, dim, n or DEFAULT_BATCH.get(dim, 32), repeats, share, seed))
     return "\n".join(lines)
 
 
 def _equal_accuracy_row(ks, sp, kind, dim, batch, repeats, share, seed):
     sde, score, x, _, ref_ours, _ = setup(kind, dim, batch, seed)
-    f64 = dict(dtype=torch.float64)
-    alpha_eps, sigma_eps = sde.marginal(torch.tensor(sde.eps, **f64))
-    alpha_T, sigma_T = sde.marginal(torch.tensor(sde.T, **f64))
-    model = kdiff_denoiser(score, sde)
 
     def ours(tol):
-        res = ss.log_likelihood(score, sde, x, trace="hutchinson", rtol=tol, atol=tol,
-                                generator=torch.Generator().manual_seed(seed))
-        return res.log_p, res.nfe
+        def run():
+            res = ss.log_likelihood(score, sde, x, trace="hutchinson", rtol=tol, atol=tol,
+                                    generator=torch.Generator().manual_seed(seed))
+            return res.log_p, res.nfe
 
-    def kd(tol):
-        torch.manual_seed(seed)
-        ll, info = ks.log_likelihood(model, x / alpha_eps, float(sigma_eps / alpha_eps), float(sigma_T / alpha_T),
-                                     atol=tol, rtol=tol)
-        return ll - dim * torch.log(alpha_eps), info["fevals"]
+        return run
 
     def score_sde(tol):
-        log_p, nfev, calls = score_sde_runner(sp, score, sde, x, tol, seed)()
-        return log_p, f"{nfev} ({calls})"
+        run = score_sde_runner(sp, score, sde, x, tol, seed)
+        return lambda: (lambda log_p, nfev, calls: (log_p, f"{nfev} ({calls})"))(*run())
 
+    # name -> (tol -> run() -> (log_p, evaluations))
     libs = {"ours": ours}
     if ks is not None:
-        libs["kd"] = kd
+        libs["kd"] = functools.partial(kdiff_runner, ks, score, sde, x, seed=seed)
     if sp is not None:
         check_same_probe(x, seed)
         libs["sp"] = score_sde
-    tight_ours = ours(1e-9)[0]
+    tight_ours = ours(1e-9)()[0]
     # same probe, same model: score_sde_pytorch's reference is ours; k-diffusion's model differs
     # from ours by its prior only, so it gets its own tight solve
-    tight = {"ours": tight_ours, "sp": tight_ours, "kd": kd(1e-9)[0] if ks is not None else None}
+    tight = {"ours": tight_ours, "sp": tight_ours, "kd": libs["kd"](1e-9)()[0] if ks is not None else None}
     probe_err = (tight_ours - ref_ours).abs().mean().item()
-    chosen = {}
-    for name, fn in libs.items():
+    chosen = {}  # name -> (tol, evaluations, solver error, run)
+    for name, make in libs.items():
         for tol in SWEEP_TOLS:
-            ll, nfe = fn(tol)
+            run = make(tol)
+            ll, nfe = run()
             err = (ll.double() - tight[name]).abs().mean().item()
             if err <= share * probe_err:
-                chosen[name] = (tol, nfe, err)
+                chosen[name] = (tol, nfe, err, run)
                 break
     names = [name for name in libs if name in chosen]
-    times, _ = timed_pair([functools.partial(libs[name], chosen[name][0]) for name in names], repeats)
+    times, _ = timed_pair([chosen[name][3] for name in names], repeats)
     t = dict(zip(names, times, strict=True))
     row = f"| {kind} | {dim} | {batch} | {probe_err:.3g} "
     for name in libs:
+        ratio = name != "ours"  # a peer's columns end with its time over ours
         if name not in chosen:
-            row += "| none reached it | | | " + ("| " if name != "ours" else "")
+            row += "| none reached it " + "| " * (3 + ratio)
             continue
-        tol, nfe, err = chosen[name]
+        tol, nfe, err, _ = chosen[name]
         row += f"| {tol:g} | {nfe} | {err:.1e} | {t[name]:.3f} "
-        if name != "ours":
+        if ratio:
             row += f"| {t[name] / t['ours']:.2f} " if "ours" in t else "| "
     return row + "|"
+
 
 def agreement(sp, kinds, dims, n, tol, seed=0):
     """score_sde_pytorch against ours and the exact answer on ``n`` points: its log-likelihood with
@@ -475,18 +481,17 @@ def main():
         return
     ks = load_kdiffusion_sampling() if "kdiffusion" in peers else None
     sp = load_score_sde(args.score_sde) if "score_sde" in peers else None
+    cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), "?")
+    print(f"device: {cpu}, torch {torch.__version__}, 1 thread; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
     if args.equal_accuracy:
         print(equal_accuracy(ks, sp, ("VE", "VP"), [d for d in dims if d <= 64] or dims, args.repeats, args.n))
         return
-    cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), "?")
-    print(f"device: {cpu}, torch {torch.__version__}, 1 thread; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
     print(f"float64, rtol = atol = {args.tol:g}, fastest of {args.repeats} interleaved runs; VE sigma 0.01..50, VP beta 0.1..20\n")
-    batches = {2: 512, 64: 64, 784: 32}
     rows = []
     for kind in ("VE", "VP"):
         for dim in dims:
             traces = ["hutchinson"] if dim > 64 else ["exact", "hutchinson"]
-            rows += compare(ks, sp, kind, dim, args.n or batches.get(dim, 32), traces, args.tol, args.repeats)
+            rows += compare(ks, sp, kind, dim, args.n or DEFAULT_BATCH.get(dim, 32), traces, args.tol, args.repeats)
     head = "| SDE | D | batch | ours: trace | ours: time s | ours: NFE | ours: mean abs err (nats) "
     rule = "|---|---|---|---|---|---|---"
     if ks is not None:
