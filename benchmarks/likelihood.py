@@ -7,7 +7,7 @@ by scoresde or its tests)::
     pip install --no-deps k-diffusion safetensors pillow
     python benchmarks/likelihood.py                      # the comparison, both peers
     python benchmarks/likelihood.py --check              # first: score_sde_pytorch agrees with us?
-    python benchmarks/likelihood.py --equal-accuracy     # one probe, each at its cheapest tolerance
+    python benchmarks/likelihood.py --equal-accuracy     # one probe, each at its cheapest tolerance (+ U-Net)
     python benchmarks/likelihood.py --peers kdiffusion   # the comparison without score_sde_pytorch
     python benchmarks/likelihood.py --n 16 --dims 2,64 --repeats 1   # a quick run
     python benchmarks/likelihood.py --prior              # the prior-mismatch table of docs/likelihood.md
@@ -51,6 +51,11 @@ generator of that seed (checked at run time), so the Hutchinson rows use the sam
 Accuracy is measured against a reference that no trace estimator enters: the mixture's exact
 ``log p_eps(x)`` plus the Gaussian prior's mismatch ``log N(z) - log p_T(z)`` at the latent ``z``
 from a tight (1e-10) PF-ODE solve, i.e. the exact log-likelihood of the same model.
+
+The equal-accuracy comparison also has a row with a network (``--dims unet``): the random-weight U-Net
+of ``trace_estimators.py`` on 8x8 inputs (D = 64) as the score of all three, on the first 8 held-out
+digits. It has no closed form, so its reference is our exact-trace solve of the same model
+(``UNET_REF_TOL``), and each library's solver error is against its own same-probe solve at 1e-7.
 """
 
 from __future__ import annotations
@@ -252,7 +257,7 @@ def setup(sde_kind, dim, batch, seed=0):
     exact log-likelihood of our model (prior N(0, prior_std^2), also score_sde_pytorch's) and of
     k-diffusion's (prior N(0, sigma_hat_T^2) on x_hat_T, i.e. N(0, sigma_T^2) on x_T: the same for VE,
     sigma_T^2 = 1 - alpha_T^2 instead of 1 for VP)."""
-    sde = ss.VESDE(sigma_min=0.01, sigma_max=50.0) if sde_kind == "VE" else ss.VPSDE()
+    sde = make_sde(sde_kind)
     gmm = ss.analytic.ring_mixture() if dim == 2 else ss.analytic.random_mixture(dim=dim, n_components=8, seed=1)
     gmm = gmm.to(dtype=torch.float64)
     score = gmm.score_fn(sde)
@@ -264,6 +269,33 @@ def setup(sde_kind, dim, batch, seed=0):
     _, sigma_T = sde.marginal(torch.tensor(sde.T, dtype=torch.float64))
     ref_kd = exact + torch.distributions.Normal(0.0, float(sigma_T)).log_prob(z_ref).sum(1) - log_pT
     return sde, score, x, exact, ref_ours, ref_kd
+
+
+def make_sde(sde_kind):
+    return ss.VESDE(sigma_min=0.01, sigma_max=50.0) if sde_kind == "VE" else ss.VPSDE()
+
+
+#: rtol = atol of the exact-trace solve that is the U-Net row's reference (its solver error, about
+#: 0.05 nats at 8x8, is small beside the probe's 20-30 nats)
+UNET_REF_TOL = 1e-4
+
+
+def unet_setup(sde_kind, batch, seed=0):
+    """The random-weight U-Net of ``trace_estimators.py`` (8x8, D = 64) as a flat ``(batch, 64)`` score,
+    ``batch`` digits of the held-out split (the bin centres, in [-1, 1]) and the reference: our
+    exact-trace log-likelihood of that model at ``UNET_REF_TOL`` (there is no closed form)."""
+    from trace_estimators import random_unet  # the same directory; only this row needs it
+
+    sde = make_sde(sde_kind)
+    net = random_unet(sde, seed)
+
+    def score(x, t):
+        return net(x.reshape(-1, 1, 8, 8), t).reshape(x.shape[0], -1)
+
+    digits = ss.digits_dataset("test", dtype=torch.float64)
+    x = digits.to_continuous(digits.levels[:batch]).reshape(batch, -1)
+    ref = ss.log_likelihood(score, sde, x, trace="exact", rtol=UNET_REF_TOL, atol=UNET_REF_TOL).log_p
+    return sde, score, x, ref
 
 
 def compare(ks, sp, sde_kind, dim, batch, traces, tol, repeats, seed=0):
@@ -303,8 +335,9 @@ def compare(ks, sp, sde_kind, dim, batch, traces, tol, repeats, seed=0):
     return rows
 
 
-#: points per row by dimension unless --n says otherwise (32 for any other dimension)
-DEFAULT_BATCH = {2: 512, 64: 64, 784: 32}
+#: points per row by dimension unless --n says otherwise (32 for any other dimension); "unet" is the
+#: random-weight U-Net row of the equal-accuracy comparison
+DEFAULT_BATCH = {2: 512, 64: 64, 784: 32, "unet": 8}
 
 #: the tolerances the equal-accuracy comparison tries for every library, loosest first
 SWEEP_TOLS = (1e-2, 3e-3, 1e-3, 3e-4, 1e-4, 3e-5, 1e-5)
@@ -312,9 +345,10 @@ SWEEP_TOLS = (1e-2, 3e-3, 1e-3, 3e-4, 1e-4, 3e-5, 1e-5)
 
 def equal_accuracy(ks, sp, kinds, dims, repeats, n=None, share=0.01, seed=0):
     """One probe, each library at its own cheapest tolerance of ``SWEEP_TOLS`` whose solver error (mean
-    absolute difference from the same probe's 1e-9 solve, in its own model) is at most ``share`` of
+    absolute difference from the same probe's 1e-9 solve (1e-7 for the U-Net), in its own model) is at most ``share`` of
     the probe's error (mean absolute difference of that solve from the exact log-likelihood); then
-    those configurations timed interleaved. Returns a markdown table."""
+    those configurations timed interleaved. ``kinds`` are "VE", "VP" and "VP scaled" (VP with ours in
+    ``frame="scaled"``, EDM's variables; the peers as in "VP"). Returns a markdown table."""
     lines = [f"One Rademacher probe (the same for all three), each library at its cheapest tolerance (of "
              f"{', '.join(f'{t:g}' for t in SWEEP_TOLS)}) whose solver error is at most {share:.0%} of the probe's "
              f"error; fastest of {repeats} interleaved runs\n",
@@ -328,12 +362,19 @@ def equal_accuracy(ks, sp, kinds, dims, repeats, n=None, share=0.01, seed=0):
     return "\n".join(lines)
 
 
-def _equal_accuracy_row(ks, sp, kind, dim, batch, repeats, share, seed):
-    sde, score, x, _, ref_ours, _ = setup(kind, dim, batch, seed)
+def _equal_accuracy_row(ks, sp, row_kind, dim, batch, repeats, share, seed):
+    kind, frame = (row_kind.split()[0], "scaled") if row_kind.endswith("scaled") else (row_kind, "data")
+    if dim == "unet":
+        # a rougher flow than the mixtures' (hundreds of evaluations, thousands at 1e-9): two solves
+        # at 1e-7 in different variables (t, sigma/alpha) agree to 2e-4 nats on VP, beside the
+        # 0.3 nats (1 % of the probe's error) asked for
+        (sde, score, x, ref_ours), tight_tol = unet_setup(kind, batch, seed), 1e-7
+    else:
+        (sde, score, x, _, ref_ours, _), tight_tol = setup(kind, dim, batch, seed), 1e-9
 
     def ours(tol):
         def run():
-            res = ss.log_likelihood(score, sde, x, trace="hutchinson", rtol=tol, atol=tol,
+            res = ss.log_likelihood(score, sde, x, trace="hutchinson", rtol=tol, atol=tol, frame=frame,
                                     generator=torch.Generator().manual_seed(seed))
             return res.log_p, res.nfe
 
@@ -350,10 +391,10 @@ def _equal_accuracy_row(ks, sp, kind, dim, batch, repeats, share, seed):
     if sp is not None:
         check_same_probe(x, seed)
         libs["sp"] = score_sde
-    tight_ours = ours(1e-9)()[0]
+    tight_ours = ours(tight_tol)()[0]
     # same probe, same model: score_sde_pytorch's reference is ours; k-diffusion's model differs
     # from ours by its prior only, so it gets its own tight solve
-    tight = {"ours": tight_ours, "sp": tight_ours, "kd": libs["kd"](1e-9)()[0] if ks is not None else None}
+    tight = {"ours": tight_ours, "sp": tight_ours, "kd": libs["kd"](tight_tol)()[0] if ks is not None else None}
     probe_err = (tight_ours - ref_ours).abs().mean().item()
     chosen = {}  # name -> (tol, evaluations, solver error, run)
     for name, make in libs.items():
@@ -367,7 +408,8 @@ def _equal_accuracy_row(ks, sp, kind, dim, batch, repeats, share, seed):
     names = [name for name in libs if name in chosen]
     times, _ = timed_pair([chosen[name][3] for name in names], repeats)
     t = dict(zip(names, times, strict=True))
-    row = f"| {kind} | {dim} | {batch} | {probe_err:.3g} "
+    label = f"{kind}, ours in frame='scaled'" if frame == "scaled" else kind
+    row = f"| {label} | {'U-Net 8x8 (64)' if dim == 'unet' else dim} | {batch} | {probe_err:.3g} "
     for name in libs:
         ratio = name != "ours"  # a peer's columns end with its time over ours
         if name not in chosen:
@@ -437,8 +479,12 @@ def prior_mismatch_table(n_mc=2_000_000):
     return "\n".join(lines)
 
 
-def _ints(text):
-    return [int(v) for v in text.split(",") if v]
+def _dims(text, parser):
+    """``--dims``: integers, and ``unet`` (the random-weight U-Net row, --equal-accuracy only)."""
+    try:
+        return [v if v == "unet" else int(v) for v in text.split(",") if v]
+    except ValueError:
+        parser.error(f"--dims: expected comma-separated integers or 'unet', got {text!r}")
 
 
 PEERS = ("kdiffusion", "score_sde")
@@ -458,10 +504,12 @@ def main():
                              "(default: $SCORE_SDE_PYTORCH, else %(default)s)")
     parser.add_argument("--n", type=int, default=None,
                         help="points per row (default 512 in 2-D, 64 in 64-D, 32 in 784-D; 8 for --check)")
-    parser.add_argument("--dims", default="2,64,784", help="comma-separated dimensions to run (default 2,64,784)")
+    parser.add_argument("--dims", default=None,
+                        help="comma-separated dimensions to run, 'unet' for the random-weight U-Net on 8x8 (D = 64) "
+                             "with --equal-accuracy (default 2,64,784; 2,64,unet with --equal-accuracy; 2,64 with --check)")
     parser.add_argument("--equal-accuracy", action="store_true",
                         help="one probe, each library at its cheapest tolerance whose solver error is at most 1%% of "
-                             "the probe's error (2-D and 64-D, VE and VP, or --dims)")
+                             "the probe's error (2-D, 64-D and the U-Net, VE and VP, or --dims)")
     parser.add_argument("--check", action="store_true",
                         help="only check that score_sde_pytorch agrees with ours (same probe) and with the exact "
                              "answer, in 2-D and 64-D (or --dims), VE and VP")
@@ -474,17 +522,19 @@ def main():
     for p in peers:
         if p not in PEERS:
             parser.error(f"--peers: unknown peer {p!r}; choose from {', '.join(PEERS)}")
-    dims = _ints(args.dims)
+    dims = _dims(args.dims or ("2,64,unet" if args.equal_accuracy else "2,64" if args.check else "2,64,784"), parser)
+    if "unet" in dims and not args.equal_accuracy:
+        parser.error("--dims unet: the U-Net row is part of --equal-accuracy only")
     if args.check:
         sp = load_score_sde(args.score_sde)
-        print(agreement(sp, ("VE", "VP"), [d for d in dims if d <= 64] or dims, args.n or 8, args.tol))
+        print(agreement(sp, ("VE", "VP"), dims, args.n or 8, args.tol))
         return
     ks = load_kdiffusion_sampling() if "kdiffusion" in peers else None
     sp = load_score_sde(args.score_sde) if "score_sde" in peers else None
     cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), "?")
     print(f"device: {cpu}, torch {torch.__version__}, 1 thread; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
     if args.equal_accuracy:
-        print(equal_accuracy(ks, sp, ("VE", "VP"), [d for d in dims if d <= 64] or dims, args.repeats, args.n))
+        print(equal_accuracy(ks, sp, ("VE", "VP", "VP scaled"), dims, args.repeats, args.n))
         return
     print(f"float64, rtol = atol = {args.tol:g}, fastest of {args.repeats} interleaved runs; VE sigma 0.01..50, VP beta 0.1..20\n")
     rows = []

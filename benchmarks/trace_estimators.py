@@ -42,16 +42,23 @@ def mixture_case():
     return "exact 64-D mixture", gmm.score_fn(sde), sde, x
 
 
-def unet_case():
-    sde = ss.VPSDE()
-    torch.manual_seed(0)
+def random_unet(sde, seed=0):
+    """A float64 U-Net score on 8x8 single-channel inputs with every weight (the zero-initialised
+    output convolutions included) drawn from N(0, (0.5/sqrt(fan-in))^2), seeded: an untrained but
+    non-trivial network of a real model's shape."""
+    torch.manual_seed(seed)
     net = ss.ScoreModel(ss.UNet(1, 8, base=16, channel_mults=(1, 2)), sde).double().eval()
     with torch.no_grad():
         for p in net.parameters():
             if p.dim() > 1:
                 p.normal_(0, 0.5 / p[0].numel() ** 0.5)
+    return net
+
+
+def unet_case():
+    sde = ss.VPSDE()
     x = torch.randn(8, 1, 8, 8, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
-    return "random-weight U-Net (8x8)", net, sde, x
+    return "random-weight U-Net (8x8)", random_unet(sde), sde, x
 
 
 def run(case, repeats, tol):
