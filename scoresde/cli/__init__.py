@@ -150,6 +150,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--exact-method", choices=["auto", "vmap", "forward", "loop", "replicate"], default="auto",
                    help="how the exact trace's products are batched (default auto: the fastest, measured at the "
                         "first evaluation)")
+    p.add_argument("--frame", choices=["data", "scaled"], default="data",
+                   help="the ODE's variables: data (x in t; default) or scaled (EDM's x/alpha in sigma/alpha, linear "
+                        "SDEs; the same answer, fewer evaluations for some networks on VP)")
     p.add_argument("--n", type=int, default=500, help="number of data points (default 500; 0: all)")
     p.add_argument("--rtol", type=float, default=1e-5, help="ODE solver relative tolerance (default 1e-5)")
     p.add_argument("--atol", type=float, default=1e-5, help="ODE solver absolute tolerance (default 1e-5)")

@@ -224,6 +224,8 @@ def likelihood_cmd(args: argparse.Namespace) -> int:
     torch.manual_seed(args.seed)
     run = load_cli_model(args, device)
     spec = data_spec_for(run, args.data, source)
+    if args.frame == "scaled" and not isinstance(run.sde, LinearSDEBase):
+        raise CLIError(f"--frame scaled needs a linear SDE (x_t = alpha_t x_0 + sigma_t n); this run's SDE is {run.sde!r}")
     if args.sde_bound and not isinstance(run.sde, LinearSDEBase):
         raise CLIError(f"--sde-bound needs a linear SDE (closed-form marginals); this run's SDE is {run.sde!r}")
     data = build_data(spec, "test", "--data")
@@ -243,12 +245,14 @@ def likelihood_cmd(args: argparse.Namespace) -> int:
     res = log_likelihood(model, run.sde, x,  # differentiated through: no no_grad here
                          trace=args.trace, rtol=args.rtol, atol=args.atol, generator=torch.Generator(device).manual_seed(args.seed),
                          chunk_size=args.chunk_size, progress=show_progress(args), probes=args.probes,
-                         exact_method=args.exact_method)
+                         exact_method=args.exact_method, frame=args.frame)
     seconds = time.perf_counter() - start
     nll = float(-res.log_p.mean())
     se = float(res.log_p.std() / math.sqrt(n)) if n > 1 else float("nan")
-    out = {"n": n, "trace": args.trace, "nll_nats": nll, "stderr": se, "nfe": res.nfe, "seconds": seconds}
-    how = f"trace={args.trace}" + (f", {args.probes} probes" if args.trace != "exact" else "")
+    out = {"n": n, "trace": args.trace, "frame": args.frame, "nll_nats": nll, "stderr": se, "nfe": res.nfe,
+           "seconds": seconds}
+    how = (f"trace={args.trace}" + (f", {args.probes} probes" if args.trace != "exact" else "")
+           + (f", frame={args.frame}" if args.frame != "data" else ""))
     if res.exact_method is not None:
         out["exact_method"] = str(res.exact_method)
         how += f" ({res.exact_method})"

@@ -8,6 +8,7 @@ from .bound import NLLBound, nll_bound
 from .core import LikelihoodResult, log_likelihood, nats_to_bits_per_dim
 from .distributed import DatasetLikelihood, evaluate_log_likelihood
 from .divergence import ExactMethod, draw_probes, exact_divergence, hutchinson_divergence, hutchpp_divergence
+from .frame import ScaledFrameSDE
 from .maps import decode, encode
 
 __all__ = [
@@ -29,5 +30,6 @@ __all__ = [
     "hutchpp_divergence",
     "draw_probes",
     "AugmentedFlow",
+    "ScaledFrameSDE",
     "ODESolveError",
 ]

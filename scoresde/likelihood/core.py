@@ -218,7 +218,7 @@ def log_likelihood(
         max_probes: the most probes per sample that ``target_se`` may use.
         frame: the variables the ODE is solved in: ``"data"`` (default; :math:`x` in :math:`t`, in the
             noise level on a VE SDE) or ``"scaled"`` (a linear SDE only: EDM's :math:`x/\alpha_t` in
-            :math:`\sigma_t/\alpha_t`, see :mod:`scoresde.likelihood.frame`). The same log-likelihood
+            :math:`\sigma_t/\alpha_t`, :class:`~scoresde.likelihood.ScaledFrameSDE`). The same log-likelihood
             to the solver's tolerance; the evaluations it takes differ (on VP, the scaled frame took
             1.8x fewer for a random-weight U-Net and up to 1.3x more for the exact scores of
             Gaussian mixtures at equal accuracy, benchmarks/RESULTS.md). Identical on VE.

@@ -1,24 +1,5 @@
-r"""The scaled frame of a linear SDE: the likelihood's ODE in EDM's variables.
-
-Any linear SDE :math:`x_t = \alpha_t x_0 + \sigma_t n` becomes drift-free in the scaled state
-:math:`\hat x = x/\alpha_t`: :math:`\hat x_t = x_0 + \tilde\sigma_t n` with the noise level
-:math:`\tilde\sigma_t = \sigma_t/\alpha_t = e^{-\lambda_t}` (Karras et al. 2022, eq. 4; k-diffusion's
-variables). Its PF-ODE in :math:`\tilde\sigma` is
-
-.. math:: \frac{d\hat x}{d\tilde\sigma} = -\tilde\sigma\,\hat s(\hat x, t),\qquad
-          \hat s(\hat x, t) = \alpha_t\,s(\alpha_t\hat x, t),
-
-the score of :math:`\hat x_t` (the density of :math:`\hat x` is :math:`p_t(\alpha_t\hat x)\,\alpha_t^D`).
-The change of variables is exact, so the log-likelihood is the same; only the solver's path
-differs:
-
-.. math:: \log p_\varepsilon(x) = \log\hat p_\varepsilon(x/\alpha_\varepsilon) - D\log\alpha_\varepsilon,
-          \qquad \log\hat p_T(\hat z) = \log p_T(\alpha_T\hat z) + D\log\alpha_T.
-
-On a VE SDE (:math:`\alpha_t = 1`) the scaled frame is the SDE itself. Why it is an option, and
-when it needs fewer evaluations, is measured in ``benchmarks/RESULTS.md`` (the likelihood's
-equal-accuracy comparison).
-"""
+r"""The scaled frame of a linear SDE: the likelihood's ODE in EDM's variables
+(:class:`ScaledFrameSDE`, ``log_likelihood(..., frame="scaled")``)."""
 
 from __future__ import annotations
 
@@ -34,9 +15,27 @@ FRAMES = ("data", "scaled")
 
 
 class ScaledFrameSDE(LinearSDEBase):
-    r"""The drift-free SDE of :math:`\hat x = x/\alpha_t` for a linear ``sde``:
-    :math:`(\hat\alpha_t, \hat\sigma_t) = (1, \sigma_t/\alpha_t)`, on the same times
-    (``T``, ``eps``) and with the same log-SNR :math:`\lambda_t`."""
+    r"""The drift-free SDE of the scaled state :math:`\hat x = x/\alpha_t` of a linear ``sde``.
+
+    :math:`x_t = \alpha_t x_0 + \sigma_t n` becomes :math:`\hat x_t = x_0 + \tilde\sigma_t n`, with
+    the noise level :math:`\tilde\sigma_t = \sigma_t/\alpha_t = e^{-\lambda_t}` (Karras et al. 2022,
+    eq. 4; k-diffusion's variables), on the same times (``T``, ``eps``) and with the same log-SNR
+    :math:`\lambda_t`. Its PF-ODE in :math:`\tilde\sigma` is
+
+    .. math:: \frac{d\hat x}{d\tilde\sigma} = -\tilde\sigma\,\hat s(\hat x, t),\qquad
+              \hat s(\hat x, t) = \alpha_t\,s(\alpha_t\hat x, t),
+
+    :math:`\hat s` the score of :math:`\hat x_t`, whose density is :math:`p_t(\alpha_t\hat x)\,\alpha_t^D`.
+    The change of variables is exact, so the log-likelihood is the same; only the solver's path
+    differs:
+
+    .. math:: \log p_\varepsilon(x) = \log\hat p_\varepsilon(x/\alpha_\varepsilon) - D\log\alpha_\varepsilon,
+              \qquad \log\hat p_T(\hat z) = \log p_T(\alpha_T\hat z) + D\log\alpha_T.
+
+    On a VE SDE (:math:`\alpha_t = 1`) it is the SDE itself. When it takes fewer evaluations than
+    the data frame is measured in ``benchmarks/RESULTS.md`` (the likelihood's equal-accuracy
+    comparison).
+    """
 
     alpha_is_one = True
 
