@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..errors import ArgumentError
+from ..errors import ArgumentError, check_choice
 from ..sde import LinearSDEBase, ScoreFn, call_score
 from ..sde.base import expand_to
 
@@ -80,8 +80,7 @@ def scaled_score(score_fn: ScoreFn, sde: LinearSDEBase) -> ScoreFn:
 
 def check_frame(frame: str, sde) -> None:
     """Refuse an unknown ``frame``, or ``"scaled"`` for an SDE that is not linear."""
-    if frame not in FRAMES:
-        raise ArgumentError(f"frame must be one of {', '.join(map(repr, FRAMES))}, got {frame!r}")
+    check_choice("frame", frame, FRAMES)
     if frame == "scaled" and not isinstance(sde, LinearSDEBase):
         raise ArgumentError(f"frame='scaled' needs a linear SDE (x_t = alpha_t x_0 + sigma_t n, a "
                             f"LinearSDEBase); {type(sde).__name__} is not one: use frame='data'")

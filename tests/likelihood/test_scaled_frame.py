@@ -91,7 +91,7 @@ def test_bad_frame_is_refused_by_name():
     sde = ss.VPSDE()
     gmm = ss.analytic.ring_mixture().to(dtype=torch.float64)
     x = gmm.sample(4, generator=torch.Generator().manual_seed(0))
-    with pytest.raises(ArgumentError, match="frame must be one of 'data', 'scaled', got 'edm'"):
+    with pytest.raises(ArgumentError, match="frame must be one of 'data', 'scaled'; got 'edm'"):
         ss.log_likelihood(gmm.score_fn(sde), sde, x, frame="edm")
 
     class Custom(ss.SDE):
